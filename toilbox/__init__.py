@@ -1,0 +1,20 @@
+"""toilbox: turn production toil into scheduled, safe, observable automation.
+
+The public API for plugin authors::
+
+    import toilbox
+
+    @toilbox.hookimpl
+    def register_task_types(register):
+        register("check.answer", check_answer, params=AnswerParams)
+"""
+
+from __future__ import annotations
+
+from toilbox.context import TaskContext
+from toilbox.errors import TaskFailed
+from toilbox.hookspecs import hookimpl
+from toilbox.result import Metric, Result, Status
+
+__all__ = ["Metric", "Result", "Status", "TaskContext", "TaskFailed", "hookimpl"]
+__version__ = "0.1.0"

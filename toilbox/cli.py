@@ -1,0 +1,226 @@
+"""The ``toilbox`` command: parse, delegate, print.  The one error boundary is ``main``."""
+
+from __future__ import annotations
+
+import json
+import signal
+import sys
+from typing import Any, NoReturn
+
+import click
+
+from toilbox import __version__, render
+from toilbox.errors import EXIT_UNKNOWN, ToilboxError
+from toilbox.result import Status
+
+
+class _Obj:
+    def __init__(self, config: str | None) -> None:
+        self.config = config
+
+    def app(self) -> Any:
+        from toilbox.app import load_app
+        from toilbox.log import add_secrets
+
+        app = load_app(self.config)
+        add_secrets(app.loaded.secrets)
+        return app
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option(
+    "-c",
+    "--config",
+    metavar="FILE",
+    help="Config file (default: $TOILBOX_CONFIG, "
+    "./toilbox.yaml, ~/.config/toilbox/toilbox.yaml, /etc/toilbox/toilbox.yaml).",
+)
+@click.option(
+    "--log-format",
+    type=click.Choice(["json", "console"]),
+    default=None,
+    help="Log line format on stderr (default: console on a terminal, else json).",
+)
+@click.option(
+    "--log-level",
+    type=click.Choice(["debug", "info", "warning", "error"]),
+    default="info",
+    show_default=True,
+)
+@click.version_option(__version__, prog_name="toilbox")
+@click.pass_context
+def cli(ctx: click.Context, config: str | None, log_format: str | None, log_level: str) -> None:
+    """Automate production toil safely: checks, cleanups and reports as plugins."""
+    from toilbox import log
+
+    log.configure(log_format, log_level)
+    ctx.obj = _Obj(config)
+
+
+@cli.command()
+@click.argument("task")
+@click.option("--dry-run", is_flag=True, help="Plan only: the task is told to change nothing.")
+@click.option("--force", is_flag=True, help="Go past the task's safety budgets, this once.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as one JSON object.")
+@click.pass_obj
+def run(obj: _Obj, task: str, dry_run: bool, force: bool, as_json: bool) -> int:
+    """Run TASK once, now, and exit with its Nagios status (0 OK .. 3 UNKNOWN)."""
+    from toilbox.runner import run_task
+
+    app = obj.app()
+    # SIGTERM ends a one-shot run like Ctrl-C: the attempt is killed and recorded.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    record = run_task(app, task, dry_run=dry_run, force=force)
+    if as_json:
+        click.echo(json.dumps(record.to_json()))
+    else:
+        click.echo(render.run_result(record))
+    return Status.from_label(record.status).value
+
+
+@cli.command()
+@click.pass_obj
+def validate(obj: _Obj) -> None:
+    """Check the config file and every task's parameters."""
+    app = obj.app()
+    click.echo(f"{app.loaded.path}: ok ({len(app.tasks)} tasks)")
+
+
+@cli.command(name="list")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_obj
+def list_tasks(obj: _Obj, as_json: bool) -> None:
+    """List the configured tasks with their type, schedule and last status."""
+    app = obj.app()
+    last = app.store().last_runs()
+    rows = []
+    for name, task in app.tasks.items():
+        run = last.get(name)
+        rows.append(
+            {
+                "task": name,
+                "type": task.type.name,
+                "schedule": task.schedule,
+                "enabled": task.enabled,
+                "last_status": run.status if run else None,
+                "last_run": run.started_at if run else None,
+                "last_summary": run.summary if run else None,
+            }
+        )
+    if as_json:
+        click.echo(json.dumps(rows))
+        return
+    click.echo(
+        render.table(
+            ["TASK", "TYPE", "SCHEDULE", "LAST", "LAST RUN"],
+            [
+                [
+                    r["task"],
+                    r["type"],
+                    (r["schedule"] or "-") + ("" if r["enabled"] else " (disabled)"),
+                    r["last_status"] or "-",
+                    r["last_run"] or "never",
+                ]
+                for r in rows
+            ],
+        )
+        or "no tasks configured"
+    )
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_obj
+def plugins(obj: _Obj, as_json: bool) -> None:
+    """List plugins: name, version, source and task types (works without a config)."""
+    from toilbox import plugins as plugins_mod
+
+    host = obj.app().plugins if obj.config or _has_config() else plugins_mod.load()
+    infos = [info.to_json() for info in host.plugins]
+    if as_json:
+        click.echo(json.dumps(infos))
+        return
+    rows = [
+        [
+            p["name"],
+            p["version"] or "-",
+            p["source"],
+            f"BROKEN: {p['error']}" if p["error"] else ", ".join(p["task_types"]) or "-",
+        ]
+        for p in infos
+    ]
+    click.echo(render.table(["PLUGIN", "VERSION", "SOURCE", "TASK TYPES"], rows))
+
+
+@cli.command()
+@click.argument("task", required=False)
+@click.option("--limit", default=20, show_default=True, type=click.IntRange(min=1))
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_obj
+def history(obj: _Obj, task: str | None, limit: int, as_json: bool) -> None:
+    """Show recorded runs, newest first."""
+    app = obj.app()
+    if task is not None:
+        app.task(task)
+    records = app.store().history(task, limit)
+    if as_json:
+        click.echo(json.dumps([r.to_json(history=True) for r in records]))
+        return
+    click.echo(
+        render.table(
+            ["STARTED", "TASK", "STATUS", "TRIGGER", "TRIES", "SECONDS", "SUMMARY"],
+            [
+                [
+                    r.started_at[:19].replace("T", " "),
+                    r.task,
+                    r.status,
+                    r.trigger,
+                    str(r.attempts),
+                    f"{r.duration_s:.2f}" if r.duration_s is not None else "-",
+                    r.summary,
+                ]
+                for r in records
+            ],
+        )
+        or "no runs recorded yet"
+    )
+
+
+@cli.command()
+def schema() -> None:
+    """Print the config's JSON Schema, with each installed task type's parameters."""
+    from toilbox import plugins as plugins_mod
+    from toilbox.schema import config_schema
+
+    click.echo(json.dumps(config_schema(plugins_mod.load()), indent=2))
+
+
+def _has_config() -> bool:
+    from toilbox.app import find_config
+
+    try:
+        find_config(None)
+    except ToilboxError:
+        return False
+    return True
+
+
+def main(argv: list[str] | None = None) -> NoReturn:
+    """Entry point: the one place where errors become a line on stderr and an exit code."""
+    from toilbox.plugins import load
+
+    load().register_commands(cli)
+    try:
+        code = cli.main(args=argv, prog_name="toilbox", standalone_mode=False)
+    except ToilboxError as exc:
+        click.echo(f"toilbox: error: {exc}", err=True)
+        sys.exit(exc.exit_code)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(EXIT_UNKNOWN)  # usage errors are UNKNOWN (3) in the Nagios convention
+    except (click.Abort, KeyboardInterrupt):
+        click.echo("toilbox: interrupted", err=True)
+        sys.exit(EXIT_UNKNOWN)
+    sys.exit(code if isinstance(code, int) else 0)

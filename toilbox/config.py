@@ -1,0 +1,271 @@
+"""The config file: YAML → validated pydantic models → resolved tasks.
+
+Every error names the file, the line and the key: ``toilbox.yaml:12: tasks.x.with.y: ...``.
+Loading happens in two steps because ``plugin_dirs`` decides which task types exist:
+``load`` checks the file's own shape, ``resolve_tasks`` checks each task's parameters.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from toilbox import schedule, yamlpos
+from toilbox.errors import ConfigError
+from toilbox.units import Duration
+
+if TYPE_CHECKING:
+    from toilbox.plugins import PluginHost, TaskType
+
+TASK_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
+_SECRET = re.compile(r"\$(\$?)\{([^}]*)\}")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class RetryPolicy(_Strict):
+    """How a failed attempt is retried: exponential backoff with jitter, capped."""
+
+    attempts: int = Field(3, ge=1, le=100, description="attempts in all, the first included")
+    backoff: Duration = Field(2.0, description="delay before the first retry; doubles each time")
+    max_backoff: Duration = Field(60.0, description="the longest delay between attempts")
+
+
+class RetryOverride(_Strict):
+    attempts: int | None = Field(None, ge=1, le=100)
+    backoff: Duration | None = None
+    max_backoff: Duration | None = None
+
+
+class TaskDefaults(_Strict):
+    timeout: Duration = Field(600.0, gt=0, description="an attempt is killed after this long")
+    retry: RetryPolicy = RetryPolicy()
+
+
+class TaskConfig(_Strict):
+    uses: str = Field(description="the task type, e.g. check.disk (see `toilbox plugins`)")
+    with_: dict[str, Any] = Field(default_factory=dict, alias="with")
+    schedule: str | None = Field(None, description='cron "*/5 * * * *", "@daily" or "every 10m"')
+    timeout: Duration | None = Field(None, gt=0)
+    retry: RetryOverride | None = None
+    enabled: bool = True
+    description: str | None = None
+
+    @field_validator("schedule")
+    @classmethod
+    def _schedule_parses(cls, value: str | None) -> str | None:
+        if value is not None:
+            schedule.parse(value)
+        return value
+
+
+def default_state_dir() -> Path:
+    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(base) / "toilbox"
+
+
+class Config(_Strict):
+    state_dir: Path = Field(default_factory=default_state_dir)
+    plugin_dirs: list[Path] = Field(default_factory=list)
+    timezone: str = "UTC"
+    defaults: TaskDefaults = TaskDefaults()
+    tasks: dict[str, TaskConfig] = Field(default_factory=dict)
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_timezone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(
+                f'unknown timezone "{value}" (use an IANA name like Europe/Paris)'
+            ) from None
+        return value
+
+    @field_validator("tasks")
+    @classmethod
+    def _task_names(cls, tasks: dict[str, TaskConfig]) -> dict[str, TaskConfig]:
+        for name in tasks:
+            if not TASK_NAME.match(name):
+                raise ValueError(f"task name {name!r} may use only letters, digits, '.', '_', '-'")
+        return tasks
+
+
+@dataclass(frozen=True)
+class LoadedConfig:
+    """A config that passed its own checks, with what is needed to report later errors."""
+
+    path: Path
+    config: Config
+    positions: dict[yamlpos.Loc, int]
+    secrets: frozenset[str]
+
+    def error(self, loc: yamlpos.Loc, message: str) -> str:
+        return located(self.path, self.positions, loc, message)
+
+
+def located(path: Path, positions: dict[yamlpos.Loc, int], loc: yamlpos.Loc, message: str) -> str:
+    """``file:line: key.path: message``, the shape of every config error."""
+    line = yamlpos.line_of(positions, loc)
+    where = f"{path}:{line}" if line else str(path)
+    key = ".".join(str(part) for part in loc)
+    return f"{where}: {key}: {message}" if key else f"{where}: {message}"
+
+
+@dataclass(frozen=True)
+class Task:
+    """A configured task, with its defaults applied and its parameters validated."""
+
+    name: str
+    type: TaskType
+    params: BaseModel
+    schedule: str | None
+    timeout: float
+    retry: RetryPolicy
+    enabled: bool
+    description: str | None
+
+
+def load(path: Path) -> LoadedConfig:
+    """Read and check the file itself: syntax, keys, types, secrets, schedules."""
+    data, positions = yamlpos.load(path)
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}:1: the config must be a mapping of keys (state_dir, tasks, ...)")
+    secrets: set[str] = set()
+    problems: list[str] = []
+    data = _resolve_secrets(data, (), secrets, problems, path, positions)
+    if problems:
+        raise ConfigError("\n".join(problems))
+    try:
+        config = Config.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_format_errors(path, positions, exc, ())) from None
+    base = path.parent
+    config = config.model_copy(
+        update={
+            "state_dir": _absolute(config.state_dir, base),
+            "plugin_dirs": [_absolute(p, base) for p in config.plugin_dirs],
+        }
+    )
+    return LoadedConfig(path, config, positions, frozenset(secrets))
+
+
+def resolve_tasks(loaded: LoadedConfig, host: PluginHost) -> dict[str, Task]:
+    """Check every task's type and parameters against the plugins; report all problems."""
+    config = loaded.config
+    tasks: dict[str, Task] = {}
+    problems: list[str] = []
+    for name, spec in config.tasks.items():
+        loc: yamlpos.Loc = ("tasks", name)
+        task_type = host.task_types.get(spec.uses)
+        if task_type is None:
+            problems.append(loaded.error((*loc, "uses"), host.explain_unknown(spec.uses)))
+            continue
+        try:
+            params = task_type.params.model_validate(spec.with_)
+        except ValidationError as exc:
+            problems.append(_format_errors(loaded.path, loaded.positions, exc, (*loc, "with")))
+            continue
+        override = spec.retry.model_dump(exclude_none=True) if spec.retry else {}
+        tasks[name] = Task(
+            name=name,
+            type=task_type,
+            params=params,
+            schedule=spec.schedule,
+            timeout=spec.timeout or config.defaults.timeout,
+            retry=config.defaults.retry.model_copy(update=override),
+            enabled=spec.enabled,
+            description=spec.description,
+        )
+    if problems:
+        raise ConfigError("\n".join(problems))
+    return tasks
+
+
+def _absolute(path: Path, base: Path) -> Path:
+    path = path.expanduser()
+    return path if path.is_absolute() else (base / path).resolve()
+
+
+def _format_errors(
+    path: Path, positions: dict[yamlpos.Loc, int], exc: ValidationError, prefix: yamlpos.Loc
+) -> str:
+    lines = []
+    for error in exc.errors(include_url=False):
+        loc = (*prefix, *error["loc"])
+        message = error["msg"].removeprefix("Value error, ")
+        if error["type"] == "extra_forbidden":
+            message = "unknown key"
+        elif error["type"] == "missing":
+            message = "this key is required"
+        elif "input" in error and error["type"] not in ("value_error", "assertion_error"):
+            message = f"{message}, got {_shown(error['input'])}"
+        lines.append(located(path, positions, loc, message))
+    return "\n".join(lines)
+
+
+def _shown(value: Any) -> str:
+    if isinstance(value, str):
+        return f'"{value}"'
+    if isinstance(value, Mapping):
+        return "a mapping"
+    if isinstance(value, list):
+        return "a list"
+    return repr(value)
+
+
+def _resolve_secrets(
+    value: Any,
+    loc: yamlpos.Loc,
+    secrets: set[str],
+    problems: list[str],
+    path: Path,
+    positions: dict[yamlpos.Loc, int],
+) -> Any:
+    """Replace ``${NAME}`` and ``${file:/path}`` in every string; ``$${`` is a literal ``${``."""
+    if isinstance(value, dict):
+        return {
+            k: _resolve_secrets(v, (*loc, k), secrets, problems, path, positions)
+            for k, v in value.items()
+        }
+    if isinstance(value, list):
+        return [
+            _resolve_secrets(v, (*loc, i), secrets, problems, path, positions)
+            for i, v in enumerate(value)
+        ]
+    if not isinstance(value, str) or "${" not in value:
+        return value
+
+    def substitute(match: re.Match[str]) -> str:
+        if match[1]:
+            return "${" + match[2] + "}"
+        reference = match[2]
+        if reference.startswith("file:"):
+            try:
+                secret = Path(reference[5:]).expanduser().read_text(encoding="utf-8").strip()
+            except OSError as exc:
+                reason = f"cannot read secret file {reference[5:]}: {exc.strerror or exc}"
+                problems.append(located(path, positions, loc, reason))
+                return ""
+        else:
+            if reference not in os.environ:
+                reason = f"environment variable {reference} is not set"
+                problems.append(located(path, positions, loc, reason))
+                return ""
+            secret = os.environ[reference]
+        if secret:
+            secrets.add(secret)
+        return secret
+
+    return _SECRET.sub(substitute, value)

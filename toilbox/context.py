@@ -1,0 +1,36 @@
+"""TaskContext: what a task function is given besides its parameters."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True)
+class TaskContext:
+    """The run a task function is part of.
+
+    ``log`` is a structlog logger already bound to ``task``, ``run_id`` and ``attempt``.
+    ``state_dir`` is the task's own directory for files it wants to keep between runs.
+    ``now()`` is the clock: use it instead of ``datetime.now()`` so tests can freeze it.
+    ``force`` is true for a manual run told to go past its safety budgets.
+    """
+
+    task: str
+    run_id: str
+    attempt: int
+    dry_run: bool
+    log: Any
+    state_dir: Path
+    force: bool = False
+    clock: Callable[[], datetime] = field(default=utc_now, repr=False)
+
+    def now(self) -> datetime:
+        return self.clock()

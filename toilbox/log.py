@@ -1,0 +1,103 @@
+"""structlog set-up, done once by the entry point, and secret redaction.
+
+Every line of a run carries ``task``, ``run_id`` and ``attempt`` (bound through
+contextvars by the runner).  Lines are JSON unless stderr is a terminal.  Standard
+library loggers (APScheduler, tenacity) are routed through the same processors so
+every line has one shape.  Secrets resolved from the config are replaced by ``***``
+in every line, whatever key they hide in.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Iterable, MutableMapping
+from typing import Any, TextIO
+
+import structlog
+
+REDACTED = "***"
+_secrets: list[str] = []
+_settings: dict[str, Any] = {"format": "json", "level": "info"}
+
+
+def add_secrets(secrets: Iterable[str]) -> None:
+    for secret in secrets:
+        if secret and secret not in _secrets:
+            _secrets.append(secret)
+    _secrets.sort(key=len, reverse=True)  # a secret containing another is replaced whole
+
+
+def redact(value: Any) -> Any:
+    """``value`` with every known secret replaced, through dicts, lists and strings."""
+    if not _secrets:
+        return value
+    if isinstance(value, str):
+        for secret in _secrets:
+            if secret in value:
+                value = value.replace(secret, REDACTED)
+        return value
+    if isinstance(value, dict):
+        return {k: redact(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [redact(v) for v in value]
+    return value
+
+
+def _redact_processor(logger: Any, method: str, event: MutableMapping[str, Any]) -> Any:
+    if not _secrets:
+        return event
+    return {key: redact(value) if key != "_record" else value for key, value in event.items()}
+
+
+def configure(fmt: str | None = None, level: str = "info", stream: TextIO | None = None) -> None:
+    """Set up logging for this process. ``fmt`` is "json", "console" or None (auto)."""
+    stream = stream or sys.stderr
+    fmt = fmt or ("console" if stream.isatty() else "json")
+    _settings.update(format=fmt, level=level)
+    shared: list[Any] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.processors.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+        _redact_processor,
+    ]
+    renderer: Any = (
+        structlog.dev.ConsoleRenderer(colors=stream.isatty())
+        if fmt == "console"
+        else structlog.processors.JSONRenderer()
+    )
+    structlog.configure(
+        processors=[
+            *shared,
+            structlog.processors.StackInfoRenderer(),
+            structlog.processors.format_exc_info if fmt == "json" else _noop,
+            renderer,
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(_level_number(level)),
+        logger_factory=structlog.PrintLoggerFactory(stream),
+        cache_logger_on_first_use=False,
+    )
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            foreign_pre_chain=[structlog.stdlib.add_logger_name, *shared],
+            processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
+        )
+    )
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(max(_level_number(level), logging.INFO))
+
+
+def redirect_to(stream: TextIO) -> None:
+    """Keep the settings, write elsewhere (a task's child process keeps the parent's stderr)."""
+    configure(_settings["format"], _settings["level"], stream)
+
+
+def _noop(logger: Any, method: str, event: MutableMapping[str, Any]) -> Any:
+    return event
+
+
+def _level_number(level: str) -> int:
+    number = logging.getLevelName(level.upper())
+    return number if isinstance(number, int) else logging.INFO

@@ -1,0 +1,58 @@
+"""Human-readable output for the CLI: plain text, no heavy imports, colour on a TTY."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import click
+
+from toilbox.store import RunRecord
+
+_COLOURS = {
+    "ok": "green",
+    "warning": "yellow",
+    "critical": "red",
+    "unknown": "magenta",
+    "running": "cyan",
+}
+
+
+def status_word(status: str) -> str:
+    return click.style(status.upper(), fg=_COLOURS.get(status), bold=True)
+
+
+def run_result(record: RunRecord) -> str:
+    attempts = f"{record.attempts} attempt{'s' if record.attempts != 1 else ''}"
+    lines = [
+        f"{status_word(record.status)} {record.task}: {record.summary}",
+        f"  {record.duration_s or 0:.2f}s, {attempts}, run {record.run_id}"
+        + (", dry run" if record.dry_run else ""),
+    ]
+    for label, metric in record.metrics.items():
+        lines.append(f"  {label} = {_metric(metric)}")
+    if record.error:
+        lines.append(f"  error ({record.error['type']}): {record.error['message']}")
+        if record.output.strip():
+            tail = record.output.strip().splitlines()[-5:]
+            lines.extend(["  output (last lines):", *(f"    {line}" for line in tail)])
+    return "\n".join(lines)
+
+
+def _metric(metric: dict[str, Any]) -> str:
+    text = f"{metric['value']:g}{metric.get('unit') or ''}"
+    limits = [f"{name} {metric[name]}" for name in ("warn", "crit") if metric.get(name) is not None]
+    return f"{text} ({', '.join(limits)})" if limits else text
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    """Columns padded to fit; the last column runs free."""
+    if not rows:
+        return ""
+    widths = [max(len(str(r[i])) for r in [headers, *rows]) for i in range(len(headers) - 1)]
+
+    def line(cells: Sequence[str]) -> str:
+        padded = [str(c).ljust(w) for c, w in zip(cells, widths, strict=False)]
+        return "  ".join([*padded, str(cells[-1])]).rstrip()
+
+    return "\n".join([click.style(line(headers), bold=True), *(line(r) for r in rows)])

@@ -1,0 +1,196 @@
+"""One run of one task: lock, record, attempts with retries, record again, hooks."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import socket
+import threading
+import time
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import structlog
+from tenacity import (
+    RetryCallState,
+    Retrying,
+    retry_if_exception_type,
+    stop_after_attempt,
+    wait_exponential_jitter,
+)
+
+from toilbox import locks
+from toilbox.isolation import AttemptSpec, Outcome, run_attempt
+from toilbox.log import redact
+from toilbox.result import Status
+from toilbox.store import RUNNING, RunRecord, Store, now_iso
+
+if TYPE_CHECKING:
+    from toilbox.app import App
+    from toilbox.config import RetryPolicy, Task
+
+log = structlog.get_logger("toilbox.runner")
+
+
+class _Transient(Exception):  # noqa: N818 -- carries an outcome to tenacity, not an error
+    def __init__(self, outcome: Outcome) -> None:
+        super().__init__(outcome.message)
+        self.outcome = outcome
+
+
+def new_run_id() -> str:
+    """Sortable by start time, unique without coordination."""
+    return f"{time.time_ns() // 1_000_000:x}-{secrets.token_hex(3)}"
+
+
+def run_task(
+    app: App,
+    name: str,
+    *,
+    trigger: str = "manual",
+    dry_run: bool = False,
+    force: bool = False,
+    scheduled_for: datetime | None = None,
+    parent_run_id: str | None = None,
+    stop: threading.Event | None = None,
+    purpose: str = "toilbox run",
+) -> RunRecord:
+    """Run ``name`` once, now, and return its finished record.
+
+    Raises AlreadyRunning if the task's lock is held elsewhere.  An interrupted run is
+    recorded as such and returned; the caller decides what an interruption means.
+    """
+    task = app.task(name)
+    store = app.store()
+    with locks.hold(app.state_dir, name, f'task "{name}"', purpose):
+        record = RunRecord(
+            run_id=new_run_id(),
+            task=name,
+            task_type=task.type.name,
+            status=RUNNING,
+            trigger=trigger,
+            started_at=now_iso(),
+            hostname=socket.gethostname(),
+            pid=os.getpid(),
+            scheduled_for=scheduled_for.isoformat() if scheduled_for else None,
+            parent_run_id=parent_run_id,
+            dry_run=dry_run,
+        )
+        store.start_run(record)
+        with structlog.contextvars.bound_contextvars(task=name, run_id=record.run_id):
+            log.info("run.started", trigger=trigger, task_type=task.type.name, dry_run=dry_run)
+            started = time.monotonic()
+            outcome, attempts = _attempts(app, task, record, dry_run, force, stop)
+            _finish(record, outcome, attempts, time.monotonic() - started)
+            store.finish_run(record)
+            log.info(
+                "run.finished",
+                status=record.status,
+                attempts=record.attempts,
+                duration_s=record.duration_s,
+                summary=record.summary,
+                error_type=(record.error or {}).get("type"),
+            )
+    app.plugins.run_finished(record)
+    return record
+
+
+def _attempts(
+    app: App,
+    task: Task,
+    record: RunRecord,
+    dry_run: bool,
+    force: bool,
+    stop: threading.Event | None,
+) -> tuple[Outcome, int]:
+    params = task.params.model_dump(mode="json", by_alias=True)
+    attempt_number = 0
+    outcome = Outcome("crashed", "no attempt was made")
+    try:
+        for attempt in _retrying(task.retry, stop):
+            with attempt:
+                attempt_number = attempt.retry_state.attempt_number
+                spec = AttemptSpec(
+                    task=task.name,
+                    task_type=task.type.name,
+                    params=params,
+                    plugin_dirs=tuple(str(p) for p in app.config.plugin_dirs),
+                    run_id=record.run_id,
+                    attempt=attempt_number,
+                    dry_run=dry_run,
+                    force=force,
+                    state_dir=str(app.state_dir),
+                )
+                with structlog.contextvars.bound_contextvars(attempt=attempt_number):
+                    outcome = run_attempt(spec, task.timeout, stop)
+                    if outcome.kind != "ok":
+                        log.warning(
+                            "attempt.failed", error_type=outcome.kind, message=outcome.message
+                        )
+                if outcome.transient:
+                    raise _Transient(outcome)
+    except _Transient as exc:
+        outcome = exc.outcome
+    except KeyboardInterrupt:  # between attempts (a backoff sleep): nothing left to kill
+        outcome = Outcome("interrupted", "interrupted")
+    return outcome, attempt_number
+
+
+def _retrying(policy: RetryPolicy, stop: threading.Event | None) -> Retrying:
+    def before_sleep(state: RetryCallState) -> None:
+        log.info(
+            "attempt.retrying",
+            attempt=state.attempt_number,
+            of=policy.attempts,
+            delay_s=round(state.upcoming_sleep, 3),
+        )
+
+    def sleep(seconds: float) -> None:
+        if stop is not None:
+            stop.wait(seconds)
+        else:
+            time.sleep(seconds)
+
+    return Retrying(
+        stop=stop_after_attempt(policy.attempts),
+        wait=wait_exponential_jitter(
+            initial=policy.backoff, max=policy.max_backoff, jitter=policy.backoff
+        ),
+        retry=retry_if_exception_type(_Transient),
+        reraise=True,
+        before_sleep=before_sleep,
+        sleep=sleep,
+    )
+
+
+def _finish(record: RunRecord, outcome: Outcome, attempts: int, duration: float) -> None:
+    record.attempts = attempts
+    record.duration_s = round(duration, 6)
+    record.finished_at = now_iso()
+    record.output = redact(outcome.output)
+    if outcome.kind == "ok" and outcome.result is not None:
+        result: dict[str, Any] = redact(outcome.result)
+        record.status = result["status"]
+        record.summary = result["summary"]
+        record.metrics = result["metrics"]
+        record.data = result["data"]
+        record.error = None
+        return
+    status = Status.UNKNOWN if outcome.kind == "interrupted" else Status.CRITICAL
+    record.status = status.label
+    record.summary = redact(outcome.message)
+    record.error = {"type": outcome.kind, "message": record.summary, **redact(outcome.details)}
+
+
+def recover_abandoned(store: Store, state_dir: Path) -> list[str]:
+    """Close runs left ``running`` by a process that died: their task lock is free."""
+    abandoned = []
+    for run in store.running(socket.gethostname()):
+        if not locks.is_held(state_dir, run.task):
+            store.mark_abandoned(
+                run.run_id, f"abandoned: pid {run.pid} died while the run was in progress"
+            )
+            abandoned.append(run.run_id)
+            log.warning("run.abandoned", task=run.task, run_id=run.run_id, pid=run.pid)
+    return abandoned

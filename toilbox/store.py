@@ -1,0 +1,218 @@
+"""The state store: every SQL statement toilbox runs lives in this module.
+
+SQLite in WAL mode under the state directory.  A run is written when it starts (so a
+crash leaves evidence) and again when it ends.  Fleet mode will put PostgreSQL behind
+this same interface.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from toilbox.errors import StateError
+
+SCHEMA_VERSION = 1
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS runs (
+    run_id        TEXT PRIMARY KEY,
+    task          TEXT NOT NULL,
+    task_type     TEXT NOT NULL,
+    status        TEXT NOT NULL,
+    trigger       TEXT NOT NULL,
+    started_at    TEXT NOT NULL,
+    finished_at   TEXT,
+    scheduled_for TEXT,
+    parent_run_id TEXT,
+    attempts      INTEGER NOT NULL DEFAULT 0,
+    duration_s    REAL,
+    summary       TEXT NOT NULL DEFAULT '',
+    metrics       TEXT NOT NULL DEFAULT '{}',
+    data          TEXT NOT NULL DEFAULT '{}',
+    error         TEXT,
+    output        TEXT NOT NULL DEFAULT '',
+    dry_run       INTEGER NOT NULL DEFAULT 0,
+    hostname      TEXT NOT NULL,
+    pid           INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS runs_task_started ON runs (task, started_at);
+CREATE INDEX IF NOT EXISTS runs_started ON runs (started_at);
+CREATE INDEX IF NOT EXISTS runs_running ON runs (status) WHERE status = 'running';
+"""
+RUNNING = "running"
+
+
+def now_iso() -> str:
+    return datetime.now(UTC).isoformat(timespec="microseconds")
+
+
+@dataclass
+class RunRecord:
+    """One run of one task, as stored and as ``history --json`` shows it."""
+
+    run_id: str
+    task: str
+    task_type: str
+    status: str
+    trigger: str
+    started_at: str
+    hostname: str
+    pid: int
+    finished_at: str | None = None
+    scheduled_for: str | None = None
+    parent_run_id: str | None = None
+    attempts: int = 0
+    duration_s: float | None = None
+    summary: str = ""
+    metrics: dict[str, Any] = field(default_factory=dict)
+    data: dict[str, Any] = field(default_factory=dict)
+    error: dict[str, Any] | None = None
+    output: str = ""
+    dry_run: bool = False
+
+    def to_json(self, *, history: bool = False) -> dict[str, Any]:
+        """The ``run --json`` object; ``history=True`` adds the timing and lineage keys."""
+        out: dict[str, Any] = {
+            "task": self.task,
+            "run_id": self.run_id,
+            "status": self.status,
+            "attempts": self.attempts,
+            "duration_s": self.duration_s,
+            "summary": self.summary,
+            "metrics": self.metrics,
+            "data": self.data,
+            "error": self.error,
+            "task_type": self.task_type,
+            "dry_run": self.dry_run,
+        }
+        if history:
+            out.update(
+                started_at=self.started_at,
+                finished_at=self.finished_at,
+                trigger=self.trigger,
+                scheduled_for=self.scheduled_for,
+                parent_run_id=self.parent_run_id,
+                hostname=self.hostname,
+                pid=self.pid,
+            )
+        return out
+
+
+_JSON_COLUMNS = ("metrics", "data", "error")
+
+
+class Store:
+    """Runs, keyed by run id.  Open with ``Store.open(state_dir)``."""
+
+    def __init__(self, db: sqlite3.Connection, path: Path) -> None:
+        self._db = db
+        self.path = path
+
+    @classmethod
+    def open(cls, state_dir: Path) -> Store:
+        path = state_dir / "toilbox.db"
+        try:
+            state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+            db = sqlite3.connect(path, timeout=30, isolation_level=None, check_same_thread=False)
+            db.row_factory = sqlite3.Row
+            db.execute("PRAGMA journal_mode=WAL")
+            # NORMAL in WAL mode survives a crash of toilbox; only power loss can lose the tail.
+            db.execute("PRAGMA synchronous=NORMAL")
+            if db.execute("PRAGMA user_version").fetchone()[0] != SCHEMA_VERSION:
+                db.executescript(_SCHEMA + f"PRAGMA user_version={SCHEMA_VERSION};")
+        except OSError as exc:
+            raise StateError(f"state dir {state_dir}: {exc.strerror or exc}") from None
+        except sqlite3.Error as exc:
+            raise StateError(f"state store {path}: {exc}") from None
+        return cls(db, path)
+
+    def close(self) -> None:
+        self._db.close()
+
+    def _write(self, sql: str, args: tuple[Any, ...] | dict[str, Any]) -> None:
+        try:
+            self._db.execute(sql, args)
+        except sqlite3.Error as exc:
+            raise StateError(f"state store {self.path}: {exc}") from None
+
+    def start_run(self, record: RunRecord) -> None:
+        row = _to_row(record)
+        columns = ", ".join(row)
+        self._write(
+            f"INSERT INTO runs ({columns}) VALUES ({', '.join(':' + c for c in row)})",  # noqa: S608 -- column names are ours
+            row,
+        )
+
+    def finish_run(self, record: RunRecord) -> None:
+        row = _to_row(record)
+        assignments = ", ".join(f"{c} = :{c}" for c in row if c != "run_id")
+        self._write(f"UPDATE runs SET {assignments} WHERE run_id = :run_id", row)  # noqa: S608
+
+    def get(self, run_id: str) -> RunRecord | None:
+        row = self._db.execute("SELECT * FROM runs WHERE run_id = ?", (run_id,)).fetchone()
+        return _from_row(row) if row else None
+
+    def history(self, task: str | None = None, limit: int = 20) -> list[RunRecord]:
+        if task is None:
+            rows = self._db.execute(
+                "SELECT * FROM runs ORDER BY started_at DESC, rowid DESC LIMIT ?", (limit,)
+            )
+        else:
+            rows = self._db.execute(
+                "SELECT * FROM runs WHERE task = ? ORDER BY started_at DESC, rowid DESC LIMIT ?",
+                (task, limit),
+            )
+        return [_from_row(row) for row in rows]
+
+    def last_runs(self) -> dict[str, RunRecord]:
+        """The newest run of each task."""
+        rows = self._db.execute(
+            "SELECT r.* FROM runs r JOIN (SELECT task, MAX(started_at) AS started_at"
+            " FROM runs GROUP BY task) last USING (task, started_at)"
+        )
+        return {row["task"]: _from_row(row) for row in rows}
+
+    def running(self, hostname: str) -> list[RunRecord]:
+        rows = self._db.execute(
+            "SELECT * FROM runs WHERE status = ? AND hostname = ?", (RUNNING, hostname)
+        )
+        return [_from_row(row) for row in rows]
+
+    def mark_abandoned(self, run_id: str, message: str) -> None:
+        error = json.dumps({"type": "abandoned", "message": message})
+        self._write(
+            "UPDATE runs SET status = 'unknown', finished_at = ?, error = ?,"
+            " summary = ? WHERE run_id = ? AND status = ?",
+            (now_iso(), error, message, run_id, RUNNING),
+        )
+
+
+def _to_row(record: RunRecord) -> dict[str, Any]:
+    row = asdict(record)
+    for column in _JSON_COLUMNS:
+        row[column] = json.dumps(row[column]) if row[column] is not None else None
+    row["dry_run"] = int(record.dry_run)
+    return row
+
+
+def _from_row(row: sqlite3.Row) -> RunRecord:
+    values = dict(row)
+    for column in _JSON_COLUMNS:
+        values[column] = json.loads(values[column]) if values[column] is not None else None
+    values["dry_run"] = bool(values["dry_run"])
+    return RunRecord(**values)
+
+
+def process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

@@ -1,0 +1,92 @@
+"""Config value types: durations, sizes and percentages, as pydantic-ready annotations.
+
+Each parser raises ValueError with the message users see after ``file:line: key:``.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any
+
+from pydantic import BeforeValidator, PlainSerializer, WithJsonSchema
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)?\s*$")
+_DURATION_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800, None: 1}
+
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgtp]i?b?|b)?\s*$", re.IGNORECASE)
+_SIZE_UNITS = {"": 1, "b": 1}
+for _power, _letter in enumerate("kmgtp", start=1):
+    _SIZE_UNITS[_letter] = _SIZE_UNITS[_letter + "b"] = 1000**_power
+    _SIZE_UNITS[_letter + "i"] = _SIZE_UNITS[_letter + "ib"] = 1024**_power
+
+_PERCENT = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*%\s*$")
+
+
+def _got(value: Any) -> str:
+    return f'"{value}"' if isinstance(value, str) else repr(value)
+
+
+def parse_duration(value: Any) -> float:
+    """``30s``, ``10m``, ``2h``, ``7d``, ``1w``, ``250ms``; a bare number is seconds."""
+    if isinstance(value, int | float) and not isinstance(value, bool) and value >= 0:
+        return float(value)
+    match = _DURATION.match(value) if isinstance(value, str) else None
+    if not match:
+        raise ValueError(f"expected a duration like 30s, 10m, 2h or 7d, got {_got(value)}")
+    return float(match[1]) * _DURATION_UNITS[match[2]]
+
+
+def parse_size(value: Any) -> int:
+    """``500MB`` (powers of 1000), ``2GiB`` (powers of 1024); a bare number is bytes."""
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        return value
+    match = _SIZE.match(value) if isinstance(value, str) else None
+    if not match:
+        raise ValueError(f"expected a size like 500MB or 2GiB, got {_got(value)}")
+    return int(float(match[1]) * _SIZE_UNITS[(match[2] or "").lower()])
+
+
+def parse_percent(value: Any) -> float:
+    """``80%`` or ``12.5%``, from 0 to 100."""
+    match = _PERCENT.match(value) if isinstance(value, str) else None
+    if not match or float(match[1]) > 100:
+        raise ValueError(f"expected a percentage like 80%, got {_got(value)}")
+    return float(match[1])
+
+
+def format_duration(seconds: float) -> str:
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size and seconds % size == 0:
+            return f"{int(seconds // size)}{unit}"
+    return f"{seconds:g}s"
+
+
+def format_size(size: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(size) < 1024 or unit == "TiB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    raise AssertionError("unreachable")
+
+
+Duration = Annotated[
+    float,
+    BeforeValidator(parse_duration),
+    PlainSerializer(format_duration),
+    WithJsonSchema({"type": ["string", "number"], "pattern": _DURATION.pattern}),
+]
+"""Seconds, written ``30s``, ``10m``, ``2h`` or ``7d`` in the config."""
+
+Size = Annotated[
+    int,
+    BeforeValidator(parse_size),
+    WithJsonSchema({"type": ["string", "integer"], "pattern": _SIZE.pattern}),
+]
+"""Bytes, written ``500MB`` or ``2GiB`` in the config."""
+
+Percent = Annotated[
+    float,
+    BeforeValidator(parse_percent),
+    WithJsonSchema({"type": "string", "pattern": _PERCENT.pattern}),
+]
+"""A percentage from 0 to 100, written ``80%`` in the config."""
