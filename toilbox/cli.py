@@ -69,8 +69,11 @@ def run(obj: _Obj, task: str, dry_run: bool, force: bool, as_json: bool) -> int:
 
     app = obj.app()
     # SIGTERM ends a one-shot run like Ctrl-C: the attempt is killed and recorded.
-    signal.signal(signal.SIGTERM, signal.default_int_handler)
-    record = run_task(app, task, dry_run=dry_run, force=force)
+    previous = signal.signal(signal.SIGTERM, signal.default_int_handler)
+    try:
+        record = run_task(app, task, dry_run=dry_run, force=force)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     if as_json:
         click.echo(json.dumps(record.to_json()))
     else:

@@ -40,7 +40,12 @@ def load(path: Path) -> tuple[Any, dict[Loc, int]]:
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line = f"{mark.line + 1}:" if mark else ""
-        raise ConfigError(f"{path}:{line} YAML syntax error: {exc.problem or exc}") from None
+        message = f"{path}:{line} YAML syntax error: {exc.problem or exc}"
+        if exc.context and exc.context_mark and exc.context_mark is not mark:
+            context = exc.context.removeprefix("while parsing ").removeprefix("while scanning ")
+            context = context.removeprefix("a ").removeprefix("an ")
+            message += f" (in the {context} that starts at line {exc.context_mark.line + 1})"
+        raise ConfigError(message) from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: YAML error: {exc}") from None
     positions: dict[Loc, int] = {}

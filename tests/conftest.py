@@ -1,0 +1,83 @@
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+DATA = Path(__file__).parent / "data"
+TOILBOX = [sys.executable, "-m", "toilbox"]
+
+
+@dataclass
+class Invocation:
+    code: int
+    out: str
+    err: str
+
+
+@pytest.fixture
+def plugin_dir(tmp_path: Path) -> Path:
+    """A plugin directory holding the misbehaving test plugin (task type check.faults)."""
+    directory = tmp_path / "plugins.d"
+    directory.mkdir()
+    shutil.copy(DATA / "faults_plugin.py", directory / "faults.py")
+    return directory
+
+
+@pytest.fixture
+def write_config(tmp_path: Path, plugin_dir: Path) -> Callable[[str], Path]:
+    """Write a config into tmp_path; state and plugin dirs point inside tmp_path."""
+
+    def write(body: str, name: str = "toilbox.yaml") -> Path:
+        path = tmp_path / name
+        header = f"state_dir: {tmp_path / 'state'}\nplugin_dirs: [{plugin_dir}]\n"
+        path.write_text(header + textwrap.dedent(body).lstrip("\n"))
+        return path
+
+    return write
+
+
+@pytest.fixture
+def toilbox(tmp_path: Path) -> Callable[..., Invocation]:
+    """Run the real `toilbox` command in a child process."""
+
+    def invoke(*args: str, env: dict[str, str] | None = None, timeout: float = 60) -> Invocation:
+        full_env = {**os.environ, "XDG_STATE_HOME": str(tmp_path / "xdg-state"), **(env or {})}
+        full_env.pop("TOILBOX_CONFIG", None)
+        done = subprocess.run(
+            [*TOILBOX, *args], capture_output=True, text=True, env=full_env, timeout=timeout,
+            cwd=tmp_path, check=False,
+        )
+        return Invocation(done.returncode, done.stdout, done.stderr)
+
+    return invoke
+
+
+@pytest.fixture
+def cli(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
+    """Run toilbox's CLI in this process (fast): same boundary as the real command."""
+    from toilbox.cli import main
+
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "xdg-state"))
+    monkeypatch.delenv("TOILBOX_CONFIG", raising=False)
+    monkeypatch.chdir(tmp_path)
+
+    def invoke(*args: str) -> Invocation:
+        capsys.readouterr()
+        try:
+            main(["--log-format", "json", *args])
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else 0
+        else:  # pragma: no cover - main always exits
+            code = 0
+        captured = capsys.readouterr()
+        return Invocation(code, captured.out, captured.err)
+
+    return invoke

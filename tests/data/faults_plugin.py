@@ -1,0 +1,72 @@
+"""A plugin that misbehaves on request: the runner's fault tests drive it."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict
+
+import toilbox
+
+
+class Params(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    mode: str = "ok"
+    status: str = "ok"
+    summary: str = "all good"
+    marker: str | None = None
+    fail_times: int = 0
+
+
+def act(ctx: toilbox.TaskContext, params: Params) -> toilbox.Result:
+    """Behave as told by ``mode``."""
+    if params.marker:
+        # Each attempt appends its pid, so tests can count attempts and find processes.
+        with Path(params.marker).open("a") as marker:
+            marker.write(f"{os.getpid()}\n")
+    ctx.log.info("faults.acting", mode=params.mode, secret_echo=params.summary)
+    if params.mode == "hang":
+        child = subprocess.Popen(["sleep", "1000"])
+        if params.marker:
+            Path(params.marker + ".child").write_text(str(child.pid))
+        time.sleep(1000)
+    elif params.mode == "exit":
+        os._exit(7)
+    elif params.mode == "segfault":
+        os.kill(os.getpid(), signal.SIGSEGV)
+    elif params.mode == "sigkill":
+        os.kill(os.getpid(), signal.SIGKILL)
+    elif params.mode == "raise":
+        raise RuntimeError("boom")
+    elif params.mode == "flaky":
+        attempts = len(Path(params.marker or "").read_text().splitlines()) if params.marker else 1
+        if attempts <= params.fail_times:
+            raise ConnectionError(f"transient failure {attempts}")
+    elif params.mode == "fail":
+        raise toilbox.TaskFailed("cannot work: misconfigured")
+    elif params.mode == "garbage":
+        return {"status": "ok"}  # type: ignore[return-value]
+    elif params.mode == "unserialisable":
+        return toilbox.Result(toilbox.Status.OK, "x", data={"when": object()})
+    elif params.mode == "flood":
+        chunk = "x" * 1023 + "\n"
+        for _ in range(100 * 1024):  # 100 MiB through stdout
+            sys.stdout.write(chunk)
+        sys.stdout.write("the last line\n")
+        sys.stdout.flush()
+    return toilbox.Result(
+        toilbox.Status.from_label(params.status),
+        params.summary,
+        metrics={"answer": toilbox.Metric(42, unit="s", warn=50, crit=60)},
+        data={"dry_run": ctx.dry_run, "attempt": ctx.attempt, "state_dir": str(ctx.state_dir)},
+    )
+
+
+@toilbox.hookimpl
+def register_task_types(register):  # type: ignore[no-untyped-def]
+    register("check.faults", act, params=Params)

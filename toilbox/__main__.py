@@ -1,0 +1,3 @@
+from toilbox.cli import main
+
+main()
