@@ -215,7 +215,7 @@ def test_interrupt_kills_the_child_and_records_interrupted(toilbox, config, tmp_
     task_pid = int((tmp_path / "marker").read_text())
     sleep_pid = int((tmp_path / "marker.child").read_text())
     process.send_signal(signum)
-    out, err = process.communicate(timeout=20)
+    out, _ = process.communicate(timeout=20)
     assert process.returncode == 3
     result = json.loads(out)
     assert result["status"] == "unknown"

@@ -26,6 +26,17 @@ class _Obj:
         add_secrets(app.loaded.secrets)
         return app
 
+    def has_config(self) -> bool:
+        from toilbox.app import find_config
+
+        if self.config:
+            return True
+        try:
+            find_config(None)
+        except ToilboxError:
+            return False
+        return True
+
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option(
@@ -136,9 +147,13 @@ def list_tasks(obj: _Obj, as_json: bool) -> None:
 @click.pass_obj
 def plugins(obj: _Obj, as_json: bool) -> None:
     """List plugins: name, version, source and task types (works without a config)."""
+    from toilbox import config as config_mod
     from toilbox import plugins as plugins_mod
+    from toilbox.app import find_config
 
-    host = obj.app().plugins if obj.config or _has_config() else plugins_mod.load()
+    # With a config, its plugin_dirs count too; its tasks need not be valid to list plugins.
+    dirs = config_mod.load(find_config(obj.config)).config.plugin_dirs if obj.has_config() else []
+    host = plugins_mod.load(dirs)
     infos = [info.to_json() for info in host.plugins]
     if as_json:
         click.echo(json.dumps(infos))
@@ -196,16 +211,6 @@ def schema() -> None:
     from toilbox.schema import config_schema
 
     click.echo(json.dumps(config_schema(plugins_mod.load()), indent=2))
-
-
-def _has_config() -> bool:
-    from toilbox.app import find_config
-
-    try:
-        find_config(None)
-    except ToilboxError:
-        return False
-    return True
 
 
 def main(argv: list[str] | None = None) -> NoReturn:

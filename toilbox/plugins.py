@@ -104,7 +104,7 @@ class PluginHost:
 
     def run_finished(self, run: RunRecord) -> None:
         """Call every ``run_finished`` implementation; one that raises is logged, not fatal."""
-        for impl in reversed(self.pm.hook.run_finished.get_hookimpls()):
+        for impl in self.pm.hook.run_finished.get_hookimpls():
             try:
                 impl.function(**{name: run for name in impl.argnames if name == "run"})
             except Exception:
@@ -234,7 +234,7 @@ def _drop_misspelt_hooks(pm: pluggy.PluginManager, infos: list[PluginInfo]) -> N
 def _collect_task_types(pm: pluggy.PluginManager, infos: list[PluginInfo]) -> dict[str, TaskType]:
     by_name = {info.name: info for info in infos}
     task_types: dict[str, TaskType] = {}
-    for impl in reversed(pm.hook.register_task_types.get_hookimpls()):
+    for impl in pm.hook.register_task_types.get_hookimpls():  # registration order: first wins
         info = by_name[impl.plugin_name]
         declared: list[TaskType] = []
 

@@ -17,7 +17,8 @@ from tenacity import (
     Retrying,
     retry_if_exception_type,
     stop_after_attempt,
-    wait_exponential_jitter,
+    wait_exponential,
+    wait_random,
 )
 
 from toilbox import locks
@@ -154,9 +155,10 @@ def _retrying(policy: RetryPolicy, stop: threading.Event | None) -> Retrying:
 
     return Retrying(
         stop=stop_after_attempt(policy.attempts),
-        wait=wait_exponential_jitter(
-            initial=policy.backoff, max=policy.max_backoff, jitter=policy.backoff
-        ),
+        # backoff, 2x, 4x ... capped, plus up to one backoff of jitter so that tasks that
+        # failed together do not retry in lockstep.
+        wait=wait_exponential(multiplier=policy.backoff, max=policy.max_backoff)
+        + wait_random(0, min(policy.backoff, policy.max_backoff)),
         retry=retry_if_exception_type(_Transient),
         reraise=True,
         before_sleep=before_sleep,

@@ -1,0 +1,216 @@
+"""The plugin host: sources, isolation of broken plugins, hooks, and the CLI's view of them."""
+
+from __future__ import annotations
+
+import json
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from toilbox import cli as toilbox_cli
+from toilbox import plugins
+
+
+def write_plugin(directory: Path, name: str, body: str) -> Path:
+    path = directory / f"{name}.py"
+    path.write_text(textwrap.dedent(body))
+    return path
+
+
+GOOD = """
+    from pydantic import BaseModel
+    import toilbox
+
+    class Params(BaseModel):
+        greeting: str = "hello"
+
+    def greet(ctx, params):
+        '''Say hello.'''
+        return toilbox.Result(toilbox.Status.OK, params.greeting)
+
+    @toilbox.hookimpl
+    def register_task_types(register):
+        register("check.greet", greet, params=Params)
+"""
+
+
+def test_standard_plugins_come_through_the_entry_point_group():
+    host = plugins.build()
+    standard = [p for p in host.plugins if p.source == "standard"]
+    assert [p.name for p in standard] == ["checks"]
+    assert standard[0].location == "toilbox_checks"
+    assert {"check.command", "check.disk"} <= set(standard[0].task_types)
+    assert host.task_types["check.disk"].plugin == "checks"
+
+
+def test_plugin_dir_files_are_loaded(tmp_path):
+    write_plugin(tmp_path, "greeter", GOOD)
+    host = plugins.build([tmp_path])
+    info = next(p for p in host.plugins if p.name == "greeter")
+    assert info.source == "plugin dir"
+    assert info.task_types == ["check.greet"]
+    assert info.hooks == ["register_task_types"]
+    assert host.task_types["check.greet"].description == "Say hello."
+
+
+@pytest.mark.parametrize(
+    ("body", "error"),
+    [
+        ("raise ImportError('no module named acme_sdk')\n", "ImportError: no module named acme_sdk"),
+        ("import toilbox\n@toilbox.hookimpl\ndef register_task_typos(register): pass\n",
+         "unknown hook"),
+        ("import toilbox\n@toilbox.hookimpl\ndef register_task_types(register):\n"
+         "    register('Check Bad Name', print, params=dict)\n",
+         'task type name "Check Bad Name" must be <check|cleanup|report>.<lower-case name>'),
+        ("import toilbox\n@toilbox.hookimpl\ndef register_task_types(register):\n"
+         "    register('check.disk', print, params=dict)\n",
+         "params must be a pydantic BaseModel subclass"),
+        ("1/0\n", "ZeroDivisionError"),
+    ],
+)
+def test_a_broken_plugin_is_isolated(tmp_path, body, error):
+    write_plugin(tmp_path, "broken", body)
+    write_plugin(tmp_path, "greeter", GOOD)
+    host = plugins.build([tmp_path])
+    broken = next(p for p in host.plugins if p.name == "broken")
+    assert broken.error is not None
+    assert error in broken.error
+    assert broken.to_json()["status"] == "broken"
+    assert "check.greet" in host.task_types, "the other plugins still load"
+    assert "check.disk" in host.task_types
+
+
+def test_duplicate_task_type_marks_the_second_plugin_broken(tmp_path):
+    write_plugin(tmp_path, "a_first", GOOD)
+    write_plugin(tmp_path, "b_second", GOOD)
+    host = plugins.build([tmp_path])
+    second = next(p for p in host.plugins if p.name == "b_second")
+    assert second.error == "ValueError: check.greet is already registered by a_first"
+
+
+def test_task_using_a_broken_plugin_fails_validation_with_the_reason(cli, write_config, tmp_path):
+    plugin_dir = tmp_path / "plugins.d"
+    write_plugin(plugin_dir, "acme", "raise ImportError('acme_sdk is not installed')\n")
+    config = write_config("tasks:\n  a: {uses: check.acme}\n  b: {uses: check.faults}\n")
+    result = cli("-c", str(config), "validate")
+    assert result.code == 3
+    assert ':4: tasks.a.uses: unknown task type "check.acme"' in result.err
+    assert "plugins that failed to load: acme (ImportError: acme_sdk is not installed)" in result.err
+    works = cli("-c", str(config), "plugins", "--json")
+    assert works.code == 0
+    listed = {p["name"]: p for p in json.loads(works.out)}
+    assert listed["acme"]["status"] == "broken"
+    assert listed["faults"]["task_types"] == ["check.faults"]
+
+
+def test_plugins_command_works_without_a_config(cli):
+    result = cli("plugins", "--json")
+    assert result.code == 0
+    listed = json.loads(result.out)
+    assert listed[0]["name"] == "checks"
+    assert set(listed[0]) == {"name", "version", "source", "location", "hooks", "task_types",
+                              "status", "error"}
+    table = cli("plugins")
+    assert "checks" in table.out
+    assert "standard" in table.out
+
+
+def test_run_finished_is_called_and_a_raising_hook_is_isolated(cli, write_config, tmp_path):
+    seen = tmp_path / "seen.jsonl"
+    plugin_dir = tmp_path / "plugins.d"
+    write_plugin(plugin_dir, "a_raises", """
+        import toilbox
+
+        @toilbox.hookimpl
+        def run_finished(run):
+            raise RuntimeError("a notifier bug")
+    """)
+    write_plugin(plugin_dir, "b_records", f"""
+        import json, toilbox
+
+        @toilbox.hookimpl
+        def run_finished(run):
+            with open({str(seen)!r}, "a") as out:
+                out.write(json.dumps(run.to_json(history=True)) + "\\n")
+    """)
+    config = write_config("tasks:\n  a: {uses: check.faults, with: {status: warning}}\n")
+    result = cli("-c", str(config), "run", "a")
+    assert result.code == 1
+    assert '"event": "plugin.hook_failed"' in result.err
+    assert "a notifier bug" in result.err
+    record = json.loads(seen.read_text())
+    assert record["status"] == "warning"
+    assert record["trigger"] == "manual"
+    assert record["finished_at"] is not None
+
+
+def test_register_commands_adds_a_subcommand(cli, tmp_path, monkeypatch):
+    site = tmp_path / "site"
+    make_installed_plugin(site, "acme_cmds", """
+        import click, toilbox
+
+        @toilbox.hookimpl
+        def register_commands(cli):
+            @cli.command()
+            def hello():
+                '''Say hello from a plugin.'''
+                click.echo("hello from acme")
+    """)
+    monkeypatch.syspath_prepend(str(site))
+    monkeypatch.setattr(plugins, "_cache", {})  # entry points are read once per process
+    monkeypatch.delitem(toilbox_cli.cli.commands, "hello", raising=False)
+    try:
+        result = cli("hello")
+    finally:
+        toilbox_cli.cli.commands.pop("hello", None)
+    assert result.out == "hello from acme\n"
+
+
+def make_installed_plugin(site: Path, name: str, body: str, version: str = "1.2.3") -> None:
+    """Lay a plugin out as pip installs one: a module and a dist-info with entry points."""
+    site.mkdir(parents=True, exist_ok=True)
+    (site / f"{name}.py").write_text(textwrap.dedent(body))
+    dist_info = site / f"{name}-{version}.dist-info"
+    dist_info.mkdir()
+    (dist_info / "METADATA").write_text(
+        f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n"
+    )
+    (dist_info / "entry_points.txt").write_text(f"[toilbox]\n{name} = {name}\n")
+
+
+def test_third_party_entry_point_plugin_runs_through_the_cli(toilbox, write_config, tmp_path):
+    site = tmp_path / "site"
+    make_installed_plugin(site, "acme_toil", """
+        from pydantic import BaseModel, ConfigDict
+        import toilbox
+
+        class Params(BaseModel):
+            model_config = ConfigDict(extra="forbid")
+            widgets: int
+
+        def count(ctx, params):
+            '''Count widgets.'''
+            status = toilbox.Status.OK if params.widgets < 10 else toilbox.Status.WARNING
+            return toilbox.Result(status, f"{params.widgets} widgets",
+                                  metrics={"widgets": params.widgets})
+
+        @toilbox.hookimpl
+        def register_task_types(register):
+            register("check.widgets", count, params=Params)
+    """)
+    env = {"PYTHONPATH": str(site)}
+    listed = json.loads(toilbox("plugins", "--json", env=env).out)
+    acme = next(p for p in listed if p["name"] == "acme_toil:acme_toil")
+    assert acme["source"] == "entry point"
+    assert acme["version"] == "1.2.3"
+    assert acme["task_types"] == ["check.widgets"]
+    config = write_config("tasks:\n  widgets: {uses: check.widgets, with: {widgets: 12}}\n")
+    result = toilbox("-c", str(config), "run", "widgets", "--json", env=env)
+    assert result.code == 1
+    assert json.loads(result.out)["summary"] == "12 widgets"
+    bad = write_config("tasks:\n  widgets: {uses: check.widgets, with: {widgets: many}}\n",
+                       name="bad.yaml")
+    invalid = toilbox("-c", str(bad), "validate", env=env)
+    assert invalid.code == 3
+    assert "tasks.widgets.with.widgets: Input should be a valid integer" in invalid.err
