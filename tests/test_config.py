@@ -91,6 +91,8 @@ def test_secrets_from_env_and_file(write_config, plugin_dir, tmp_path, monkeypat
          ":4: defaults.retry.attempts: Input should be greater than or equal to 1, got 0"),
         ("tasks:\n  'bad name!': {uses: check.faults}\n", "tasks: task name 'bad name!' may use"),
         ("- just\n- a list\n", ":1: the config must be a mapping"),
+        ("tasks:\n  off: {uses: check.faults}\n",
+         ':4: tasks: key off is read as a bool; quote it ("off") to use it as a name'),
     ],
 )
 def test_bad_config_is_one_clear_line(write_config, plugin_dir, body, expected, monkeypatch):

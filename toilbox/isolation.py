@@ -25,7 +25,10 @@ import time
 import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from pydantic import BaseModel
 
 KILL_GRACE_S = 2.0
 OUTPUT_LIMIT = 64 * 1024
@@ -37,11 +40,11 @@ PARENT_DIED_SIGNAL = signal.SIGRTMIN
 
 @dataclass(frozen=True)
 class AttemptSpec:
-    """What a child needs to find and run the task; plain data, so it can cross a pipe."""
+    """What a child needs to find and run the task."""
 
     task: str
     task_type: str
-    params: dict[str, Any]
+    params: BaseModel  # validated when the config loaded; never re-parsed from its dump
     plugin_dirs: tuple[str, ...]
     run_id: str
     attempt: int
@@ -281,7 +284,6 @@ def _run_task(spec: AttemptSpec) -> dict[str, Any]:  # pragma: no cover - runs i
     from toilbox.result import Result, Status
 
     task_type = plugins.load(Path(p) for p in spec.plugin_dirs).task_types[spec.task_type]
-    params = task_type.params.model_validate(spec.params)
     state_dir = Path(spec.state_dir) / "tasks" / spec.task
     state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     ctx = TaskContext(
@@ -294,7 +296,7 @@ def _run_task(spec: AttemptSpec) -> dict[str, Any]:  # pragma: no cover - runs i
         state_dir=state_dir,
     )
     try:
-        result = task_type.fn(ctx, params)
+        result = task_type.fn(ctx, spec.params)
     except TaskFailed as exc:
         return {"kind": "failed", "message": str(exc) or "the task failed"}
     except Exception as exc:

@@ -8,6 +8,7 @@ from typing import Any
 import click
 
 from toilbox.store import RunRecord
+from toilbox.units import format_size
 
 _COLOURS = {
     "ok": "green",
@@ -40,7 +41,8 @@ def run_result(record: RunRecord) -> str:
 
 
 def _metric(metric: dict[str, Any]) -> str:
-    text = f"{metric['value']:g}{metric.get('unit') or ''}"
+    unit = metric.get("unit") or ""
+    text = format_size(metric["value"]) if unit == "B" else f"{metric['value']:.6g}{unit}"
     limits = [f"{name} {metric[name]}" for name in ("warn", "crit") if metric.get(name) is not None]
     return f"{text} ({', '.join(limits)})" if limits else text
 

@@ -105,7 +105,6 @@ def _attempts(
     force: bool,
     stop: threading.Event | None,
 ) -> tuple[Outcome, int]:
-    params = task.params.model_dump(mode="json", by_alias=True)
     attempt_number = 0
     outcome = Outcome("crashed", "no attempt was made")
     try:
@@ -115,7 +114,7 @@ def _attempts(
                 spec = AttemptSpec(
                     task=task.name,
                     task_type=task.type.name,
-                    params=params,
+                    params=task.params,
                     plugin_dirs=tuple(str(p) for p in app.config.plugin_dirs),
                     run_id=record.run_id,
                     attempt=attempt_number,

@@ -128,7 +128,7 @@ class Store:
         except OSError as exc:
             raise StateError(f"state dir {state_dir}: {exc.strerror or exc}") from None
         except sqlite3.Error as exc:
-            raise StateError(f"state store {path}: {exc}") from None
+            raise StateError(f"state store {path}: {_explain(exc, state_dir)}") from None
         return cls(db, path)
 
     def close(self) -> None:
@@ -138,7 +138,8 @@ class Store:
         try:
             self._db.execute(sql, args)
         except sqlite3.Error as exc:
-            raise StateError(f"state store {self.path}: {exc}") from None
+            reason = _explain(exc, self.path.parent)
+            raise StateError(f"state store {self.path}: {reason}") from None
 
     def start_run(self, record: RunRecord) -> None:
         row = _to_row(record)
@@ -208,11 +209,17 @@ def _from_row(row: sqlite3.Row) -> RunRecord:
     return RunRecord(**values)
 
 
-def process_alive(pid: int) -> bool:
+def _explain(exc: sqlite3.Error, state_dir: Path) -> str:
+    """SQLite says "unable to open database file"; the OS knows why (read-only, full, ...)."""
+    probe = state_dir / f".toilbox-write-test-{os.getpid()}"
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+        fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            os.write(fd, b"x" * 4096)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+            probe.unlink()
+    except OSError as os_error:
+        return f"{exc} ({os_error.strerror or os_error})"
+    return str(exc)

@@ -80,6 +80,7 @@ Duration = Annotated[
 Size = Annotated[
     int,
     BeforeValidator(parse_size),
+    PlainSerializer(lambda size: size, return_type=int),
     WithJsonSchema({"type": ["string", "integer"], "pattern": _SIZE.pattern}),
 ]
 """Bytes, written ``500MB`` or ``2GiB`` in the config."""
@@ -87,6 +88,7 @@ Size = Annotated[
 Percent = Annotated[
     float,
     BeforeValidator(parse_percent),
+    PlainSerializer(lambda pct: f"{pct:g}%", return_type=str),
     WithJsonSchema({"type": "string", "pattern": _PERCENT.pattern}),
 ]
 """A percentage from 0 to 100, written ``80%`` in the config."""

@@ -19,6 +19,7 @@ except ImportError:  # pragma: no cover
     from yaml import SafeLoader as _Loader  # type: ignore[assignment]
 
 Loc = tuple[str | int, ...]
+_STR_TAG = "tag:yaml.org,2002:str"
 
 
 def load(path: Path) -> tuple[Any, dict[Loc, int]]:
@@ -60,6 +61,13 @@ def _walk(node: yaml.Node, loc: Loc, positions: dict[Loc, int], path: Path) -> N
         seen: set[str] = set()
         for key_node, value_node in node.value:
             key = str(key_node.value)
+            if key_node.tag != _STR_TAG:
+                # YAML 1.1 reads on/off/yes/no as booleans and 1 as a number: say so plainly.
+                kind = key_node.tag.rsplit(":", 1)[-1]
+                raise ConfigError(
+                    f"{path}:{key_node.start_mark.line + 1}: {'.'.join(map(str, loc)) or 'top'}:"
+                    f' key {key} is read as a {kind}; quote it ("{key}") to use it as a name'
+                )
             if key in seen:
                 where = ".".join(map(str, (*loc, key)))
                 raise ConfigError(f"{path}:{key_node.start_mark.line + 1}: {where}: duplicate key")

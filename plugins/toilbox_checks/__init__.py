@@ -1,0 +1,21 @@
+"""The standard checks, registered through the `toilbox` entry-point group.
+
+Importing this package must stay cheap (it happens on every start-up): a check that
+needs a heavy library imports it inside its task function.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import toilbox
+from toilbox_checks import command, disk
+
+if TYPE_CHECKING:
+    from toilbox.plugins import RegisterTaskType
+
+
+@toilbox.hookimpl
+def register_task_types(register: RegisterTaskType) -> None:
+    register("check.command", command.run, params=command.Params)
+    register("check.disk", disk.run, params=disk.Params)
