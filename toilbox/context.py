@@ -6,7 +6,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 
 def utc_now() -> datetime:
@@ -21,6 +21,8 @@ class TaskContext:
     ``state_dir`` is the task's own directory for files it wants to keep between runs.
     ``now()`` is the clock: use it instead of ``datetime.now()`` so tests can freeze it.
     ``force`` is true for a manual run told to go past its safety budgets.
+    ``console`` is the user's terminal when there is one (for progress bars), else None:
+    what a task prints to stdout or stderr is captured into the run's output instead.
     """
 
     task: str
@@ -30,6 +32,7 @@ class TaskContext:
     log: Any
     state_dir: Path
     force: bool = False
+    console: TextIO | None = field(default=None, repr=False)
     clock: Callable[[], datetime] = field(default=utc_now, repr=False)
 
     def now(self) -> datetime:

@@ -25,7 +25,7 @@ import time
 import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TextIO
 
 if TYPE_CHECKING:
     from pydantic import BaseModel
@@ -253,13 +253,14 @@ def child_main(  # pragma: no cover - runs in the child
 
         locks.close_inherited()
         # Plugin logs go where toilbox logs go; plain prints are captured as output.
-        log.redirect_to(
-            os.fdopen(os.dup(2), "w", buffering=1, encoding="utf-8", errors="replace", closefd=True)
+        terminal = os.fdopen(
+            os.dup(2), "w", buffering=1, encoding="utf-8", errors="replace", closefd=True
         )
+        log.redirect_to(terminal)
         os.dup2(output_w, 1)
         os.dup2(output_w, 2)
         os.close(output_w)
-        answer = _run_task(spec)
+        answer = _run_task(spec, terminal if terminal.isatty() else None)
         payload = json.dumps(answer, allow_nan=False).encode()
     except BaseException as exc:  # the answer must always be written: it is the verdict
         payload = json.dumps({"kind": "exception", "message": _describe(exc)}).encode()
@@ -275,7 +276,9 @@ def child_main(  # pragma: no cover - runs in the child
     os._exit(code)
 
 
-def _run_task(spec: AttemptSpec) -> dict[str, Any]:  # pragma: no cover - runs in the child
+def _run_task(  # pragma: no cover - runs in the child
+    spec: AttemptSpec, console: TextIO | None
+) -> dict[str, Any]:
     import structlog
 
     from toilbox import plugins
@@ -294,6 +297,7 @@ def _run_task(spec: AttemptSpec) -> dict[str, Any]:  # pragma: no cover - runs i
         force=spec.force,
         log=structlog.get_logger(spec.task_type),
         state_dir=state_dir,
+        console=console,
     )
     try:
         result = task_type.fn(ctx, spec.params)
@@ -317,6 +321,7 @@ def _run_task(spec: AttemptSpec) -> dict[str, Any]:  # pragma: no cover - runs i
                 else "",
                 "metrics": metrics,
                 "data": result.data,
+                "details": str(result.details or "")[:OUTPUT_LIMIT],
             },
         }
         json.dumps(answer, allow_nan=False)

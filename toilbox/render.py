@@ -30,6 +30,7 @@ def run_result(record: RunRecord) -> str:
         f"  {record.duration_s or 0:.2f}s, {attempts}, run {record.run_id}"
         + (", dry run" if record.dry_run else ""),
     ]
+    lines.extend(f"  {line}" for line in record.details.splitlines())
     for label, metric in record.metrics.items():
         lines.append(f"  {label} = {_metric(metric)}")
     if record.error:

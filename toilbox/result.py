@@ -55,14 +55,17 @@ class Metric:
 class Result:
     """A task's verdict.
 
-    ``metrics`` maps a label to a Metric (a bare number is taken as its value);
-    ``data`` holds JSON-serialisable details for history, reports and ``--json``.
+    ``summary`` is one line; ``details`` is optional longer text for people (a plan, a
+    list), shown under the summary by ``toilbox run``.  ``metrics`` maps a label to a
+    Metric (a bare number is taken as its value); ``data`` holds JSON-serialisable
+    details for history, reports and ``--json``.
     """
 
     status: Status
     summary: str = ""
     metrics: dict[str, Metric | float] = field(default_factory=dict)
     data: dict[str, Any] = field(default_factory=dict)
+    details: str = ""
 
     def normalised_metrics(self) -> dict[str, Metric]:
         out: dict[str, Metric] = {}

@@ -176,6 +176,7 @@ def _finish(record: RunRecord, outcome: Outcome, attempts: int, duration: float)
         record.summary = result["summary"]
         record.metrics = result["metrics"]
         record.data = result["data"]
+        record.details = result.get("details", "")
         record.error = None
         return
     status = Status.UNKNOWN if outcome.kind == "interrupted" else Status.CRITICAL

@@ -35,6 +35,7 @@ CREATE TABLE IF NOT EXISTS runs (
     metrics       TEXT NOT NULL DEFAULT '{}',
     data          TEXT NOT NULL DEFAULT '{}',
     error         TEXT,
+    details       TEXT NOT NULL DEFAULT '',
     output        TEXT NOT NULL DEFAULT '',
     dry_run       INTEGER NOT NULL DEFAULT 0,
     hostname      TEXT NOT NULL,
@@ -72,6 +73,7 @@ class RunRecord:
     metrics: dict[str, Any] = field(default_factory=dict)
     data: dict[str, Any] = field(default_factory=dict)
     error: dict[str, Any] | None = None
+    details: str = ""
     output: str = ""
     dry_run: bool = False
 
@@ -87,6 +89,7 @@ class RunRecord:
             "metrics": self.metrics,
             "data": self.data,
             "error": self.error,
+            "details": self.details,
             "task_type": self.task_type,
             "dry_run": self.dry_run,
         }

@@ -155,6 +155,7 @@ def _result(
         summary=_one_line(summary or f"exited with code {code}"),
         metrics=dict(metrics),
         data=data,
+        details=output.long_text,
     )
 
 
