@@ -158,7 +158,10 @@ def test_register_commands_adds_a_subcommand(cli, tmp_path, monkeypatch):
                 click.echo("hello from acme")
     """)
     monkeypatch.syspath_prepend(str(site))
-    monkeypatch.setattr(plugins, "_cache", {})  # entry points are read once per process
+    # entry points are read once per process, and plugin commands added once
+    monkeypatch.setattr(plugins, "_cache", {})
+    plugins._entry_point_plugins.cache_clear()
+    monkeypatch.setattr(toilbox_cli.cli, "_plugins_added", False)
     monkeypatch.delitem(toilbox_cli.cli.commands, "hello", raising=False)
     try:
         result = cli("hello")

@@ -38,7 +38,29 @@ class _Obj:
         return True
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class _ToilboxGroup(click.Group):
+    """Plugin subcommands are loaded only when asked for, so built-in commands start fast."""
+
+    _plugins_added = False
+
+    def _add_plugin_commands(self) -> None:
+        if not self._plugins_added:
+            from toilbox.plugins import load
+
+            self._plugins_added = True
+            load().register_commands(self)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name not in self.commands:
+            self._add_plugin_commands()
+        return super().get_command(ctx, cmd_name)
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        self._add_plugin_commands()
+        return super().list_commands(ctx)
+
+
+@click.group(cls=_ToilboxGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option(
     "-c",
     "--config",
@@ -215,9 +237,6 @@ def schema() -> None:
 
 def main(argv: list[str] | None = None) -> NoReturn:
     """Entry point: the one place where errors become a line on stderr and an exit code."""
-    from toilbox.plugins import load
-
-    load().register_commands(cli)
     try:
         code = cli.main(args=argv, prog_name="toilbox", standalone_mode=False)
     except ToilboxError as exc:

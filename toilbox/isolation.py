@@ -15,6 +15,7 @@ locks).  The daemon therefore starts attempts from a single-threaded fork server
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import selectors
@@ -85,6 +86,7 @@ def run_attempt(spec: AttemptSpec, timeout: float, stop: threading.Event | None 
     output_r, output_w = os.pipe()
     for stream in (sys.stdout, sys.stderr):
         stream.flush()  # or the child would print the parent's buffered text again
+    _libc()  # loaded once here, not in every child
     started = time.monotonic()
     parent = os.getpid()
     pid = os.fork()
@@ -335,18 +337,26 @@ def _describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
 
 
+@functools.cache
+def _libc() -> Any:
+    import ctypes
+
+    try:
+        return ctypes.CDLL(None, use_errno=True)
+    except OSError:
+        return None
+
+
 def _die_with_parent(parent: int) -> None:  # pragma: no cover - runs in the child
     """If toilbox dies (even by SIGKILL), take this attempt's whole group down with it."""
-    import ctypes
 
     def parent_died(signum: int, frame: object) -> None:
         os.killpg(0, signal.SIGKILL)
 
     signal.signal(PARENT_DIED_SIGNAL, parent_died)
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, int(PARENT_DIED_SIGNAL), 0, 0, 0)
-    except (OSError, AttributeError):
+    libc = _libc()
+    if libc is None or not hasattr(libc, "prctl"):
         return  # not Linux: a dead parent leaves the attempt to finish on its own
+    libc.prctl(_PR_SET_PDEATHSIG, int(PARENT_DIED_SIGNAL), 0, 0, 0)
     if os.getppid() != parent:  # the parent died before prctl took effect
         os.killpg(0, signal.SIGKILL)

@@ -19,6 +19,7 @@ import structlog
 REDACTED = "***"
 _secrets: list[str] = []
 _settings: dict[str, Any] = {"format": "json", "level": "info"}
+_handler: list[logging.StreamHandler[TextIO] | None] = [None]
 
 
 def add_secrets(secrets: Iterable[str]) -> None:
@@ -77,7 +78,7 @@ def configure(fmt: str | None = None, level: str = "info", stream: TextIO | None
         logger_factory=structlog.PrintLoggerFactory(stream),
         cache_logger_on_first_use=False,
     )
-    handler = logging.StreamHandler(stream)
+    handler = _handler[0] = logging.StreamHandler(stream)
     handler.setFormatter(
         structlog.stdlib.ProcessorFormatter(
             foreign_pre_chain=[structlog.stdlib.add_logger_name, *shared],
@@ -90,8 +91,15 @@ def configure(fmt: str | None = None, level: str = "info", stream: TextIO | None
 
 
 def redirect_to(stream: TextIO) -> None:
-    """Keep the settings, write elsewhere (a task's child process keeps the parent's stderr)."""
-    configure(_settings["format"], _settings["level"], stream)
+    """Keep the settings, write elsewhere (a task's child process keeps the parent's stderr).
+
+    Only the output changes, so this costs microseconds in every attempt's child.
+    """
+    if _handler[0] is None:
+        configure(_settings["format"], _settings["level"], stream)
+        return
+    structlog.configure(logger_factory=structlog.PrintLoggerFactory(stream))
+    _handler[0].setStream(stream)
 
 
 def _noop(logger: Any, method: str, event: MutableMapping[str, Any]) -> Any:

@@ -8,6 +8,8 @@ takes the others down.
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import importlib.util
 import re
 import sys
@@ -139,7 +141,8 @@ def build(plugin_dirs: Iterable[Path] = ()) -> PluginHost:
     pm = pluggy.PluginManager("toilbox")
     pm.add_hookspecs(hookspecs)
     infos: list[PluginInfo] = []
-    for info, module in _entry_point_plugins():
+    for shared_info, module in _entry_point_plugins():
+        info = dataclasses.replace(shared_info, hooks=[], task_types=[])
         infos.append(info)
         if module is not None:
             _register(pm, info, module)
@@ -167,7 +170,9 @@ def _register(pm: pluggy.PluginManager, info: PluginInfo, module: ModuleType) ->
         info.error = _describe(exc)
 
 
+@functools.cache
 def _entry_point_plugins() -> list[tuple[PluginInfo, ModuleType | None]]:
+    """Scanned and imported once per process: every plugin host shares the modules."""
     from importlib.metadata import entry_points
 
     found = []

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import secrets
 import socket
 import threading
 import time
@@ -42,7 +41,7 @@ class _Transient(Exception):  # noqa: N818 -- carries an outcome to tenacity, no
 
 def new_run_id() -> str:
     """Sortable by start time, unique without coordination."""
-    return f"{time.time_ns() // 1_000_000:x}-{secrets.token_hex(3)}"
+    return f"{time.time_ns() // 1_000_000:x}-{os.urandom(3).hex()}"
 
 
 def run_task(
