@@ -140,3 +140,36 @@ def test_toilbox_console_script_is_installed():
     script = Path(sys.executable).parent / "toilbox"
     done = subprocess.run([str(script), "--version"], capture_output=True, text=True, check=True)
     assert done.stdout.startswith("toilbox, version ")
+
+
+def test_a_store_from_an_older_version_is_migrated(cli, config, tmp_path):
+    import sqlite3
+
+    state = tmp_path / "state"
+    state.mkdir()
+    old = sqlite3.connect(state / "toilbox.db")
+    old.executescript(
+        "CREATE TABLE runs (run_id TEXT PRIMARY KEY, task TEXT NOT NULL, task_type TEXT NOT NULL,"
+        " status TEXT NOT NULL, trigger TEXT NOT NULL, started_at TEXT NOT NULL, finished_at TEXT,"
+        " scheduled_for TEXT, parent_run_id TEXT, attempts INTEGER NOT NULL DEFAULT 0,"
+        " duration_s REAL, summary TEXT NOT NULL DEFAULT '', metrics TEXT NOT NULL DEFAULT '{}',"
+        " data TEXT NOT NULL DEFAULT '{}', error TEXT, output TEXT NOT NULL DEFAULT '',"
+        " dry_run INTEGER NOT NULL DEFAULT 0, hostname TEXT NOT NULL, pid INTEGER NOT NULL);"
+        "INSERT INTO runs VALUES ('old-1', 'daily', 'check.faults', 'ok', 'manual',"
+        " '2026-01-01T00:00:00+00:00', '2026-01-01T00:00:01+00:00', NULL, NULL, 1, 1.0, 'old run',"
+        " '{}', '{}', NULL, '', 0, 'host', 1);"
+        "PRAGMA user_version=1;"
+    )
+    old.commit()
+    old.close()
+    assert cli("-c", str(config), "run", "daily").code == 0
+    runs = json.loads(cli("-c", str(config), "history", "--json").out)
+    assert [r["run_id"] for r in runs][-1] == "old-1"
+    assert runs[-1]["details"] == ""
+    newer = sqlite3.connect(state / "toilbox.db")
+    newer.execute("PRAGMA user_version=99")
+    newer.commit()
+    newer.close()
+    refused = cli("-c", str(config), "history")
+    assert refused.code == 3
+    assert "was written by a newer toilbox (schema 99)" in refused.err

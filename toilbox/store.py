@@ -17,7 +17,11 @@ from typing import Any
 
 from toilbox.errors import StateError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+# Steps from each older version to the next; a new database gets _SCHEMA directly.
+_MIGRATIONS = {
+    2: "ALTER TABLE runs ADD COLUMN details TEXT NOT NULL DEFAULT '';",
+}
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
     run_id        TEXT PRIMARY KEY,
@@ -126,8 +130,7 @@ class Store:
             db.execute("PRAGMA journal_mode=WAL")
             # NORMAL in WAL mode survives a crash of toilbox; only power loss can lose the tail.
             db.execute("PRAGMA synchronous=NORMAL")
-            if db.execute("PRAGMA user_version").fetchone()[0] != SCHEMA_VERSION:
-                db.executescript(_SCHEMA + f"PRAGMA user_version={SCHEMA_VERSION};")
+            _migrate(db, path)
         except OSError as exc:
             raise StateError(f"state dir {state_dir}: {exc.strerror or exc}") from None
         except sqlite3.Error as exc:
@@ -194,6 +197,18 @@ class Store:
             " summary = ? WHERE run_id = ? AND status = ?",
             (now_iso(), error, message, run_id, RUNNING),
         )
+
+
+def _migrate(db: sqlite3.Connection, path: Path) -> None:
+    version = db.execute("PRAGMA user_version").fetchone()[0]
+    if version == SCHEMA_VERSION:
+        return
+    if version > SCHEMA_VERSION:
+        raise StateError(f"state store {path} was written by a newer toilbox (schema {version})")
+    script = _SCHEMA if version == 0 else "".join(
+        _MIGRATIONS[v] for v in range(version + 1, SCHEMA_VERSION + 1)
+    )
+    db.executescript(f"BEGIN; {script} PRAGMA user_version={SCHEMA_VERSION}; COMMIT;")
 
 
 def _to_row(record: RunRecord) -> dict[str, Any]:
