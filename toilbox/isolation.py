@@ -9,13 +9,13 @@ Start method: ``toilbox run`` has a single thread, so a plain ``os.fork`` is saf
 and the cheapest there is (the child shares the already-imported plugins).  A
 process with other threads must not fork: a lock held by another thread at fork
 time stays locked forever in the child (logging, stdio and sqlite all have such
-locks).  The daemon therefore starts attempts from a single-threaded fork server.
+locks).  The daemon therefore starts attempts from a single-threaded fork server,
+the zygote (see ``zygote``).
 """
 
 from __future__ import annotations
 
 import contextlib
-import functools
 import json
 import os
 import selectors
@@ -23,20 +23,20 @@ import signal
 import sys
 import threading
 import time
-import traceback
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import TYPE_CHECKING, Any, TextIO
+from typing import TYPE_CHECKING, Any
+
+from toilbox import child
 
 if TYPE_CHECKING:
     from pydantic import BaseModel
 
+    from toilbox.zygote import Zygote
+
 KILL_GRACE_S = 2.0
 OUTPUT_LIMIT = 64 * 1024
 RESULT_LIMIT = 64 * 1024 * 1024
-_PR_SET_PDEATHSIG = 1
-# Sent to the child when its parent dies: the child's handler takes its whole group down.
-PARENT_DIED_SIGNAL = signal.SIGRTMIN
 
 
 @dataclass(frozen=True)
@@ -80,59 +80,125 @@ class Interrupted(Exception):  # noqa: N818 -- a signal, not an error
     """Raised in the parent to stop a running attempt (Ctrl-C, SIGTERM, shutdown)."""
 
 
-def run_attempt(spec: AttemptSpec, timeout: float, stop: threading.Event | None = None) -> Outcome:
-    """Fork a child for one attempt and supervise it until it answers, dies or times out."""
-    result_r, result_w = os.pipe()
-    output_r, output_w = os.pipe()
-    for stream in (sys.stdout, sys.stderr):
-        stream.flush()  # or the child would print the parent's buffered text again
-    _libc()  # loaded once here, not in every child
+@dataclass
+class _Child:
+    """A started attempt: its pid (also its process group), and how to wait for it."""
+
+    pid: int
+    sentinel: int  # readable once the child has exited
+    result_r: int
+    output_r: int
+    reap: Callable[[], tuple[int | None, int]]  # -> (killed by signal, exit code)
+    cleanup: Callable[[], None]
+
+
+def run_attempt(
+    spec: AttemptSpec,
+    timeout: float,
+    stop: threading.Event | None = None,
+    zygote: Zygote | None = None,
+) -> Outcome:
+    """Start a child for one attempt and supervise it until it answers, dies or times out.
+
+    Without ``zygote`` the child is forked from this process, which must then have a
+    single thread; a process with threads passes the zygote it forked early on.
+    """
     started = time.monotonic()
-    parent = os.getpid()
-    pid = os.fork()
-    if pid == 0:  # pragma: no cover - the child; measured through its outcome
-        os.close(result_r)
-        os.close(output_r)
-        child_main(spec, result_w, output_w, parent)
-    os.close(result_w)
-    os.close(output_w)
-    with contextlib.suppress(PermissionError, ProcessLookupError):
-        os.setpgid(pid, pid)  # also done in the child: whichever runs first wins the race
+    attempt = _fork(spec) if zygote is None else _from_zygote(spec, zygote)
     try:
-        outcome = _supervise(pid, result_r, output_r, started + timeout, stop)
+        outcome = _supervise(attempt, started + timeout, stop)
     finally:
-        os.close(result_r)
-        os.close(output_r)
+        attempt.cleanup()
     outcome.duration_s = time.monotonic() - started
     if outcome.kind == "timeout":
         outcome.message = f"timed out after {timeout:g}s; process group killed"
     return outcome
 
 
-def _supervise(
-    pid: int, result_r: int, output_r: int, deadline: float, stop: threading.Event | None
-) -> Outcome:
+def _fork(spec: AttemptSpec) -> _Child:
+    result_r, result_w = os.pipe()
+    output_r, output_w = os.pipe()
+    for stream in (sys.stdout, sys.stderr):
+        stream.flush()  # or the child would print the parent's buffered text again
+    child.libc()  # loaded once here, not in every child
+    parent = os.getpid()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child; measured through its outcome
+        os.close(result_r)
+        os.close(output_r)
+        child.child_main(spec, result_w, output_w, parent)
+    os.close(result_w)
+    os.close(output_w)
+    with contextlib.suppress(PermissionError, ProcessLookupError):
+        os.setpgid(pid, pid)  # also done in the child: whichever runs first wins the race
     sentinel = os.pidfd_open(pid)
+
+    def reap() -> tuple[int | None, int]:
+        status = os.waitpid(pid, 0)[1]
+        if os.WIFSIGNALED(status):
+            return os.WTERMSIG(status), -1
+        return None, os.WEXITSTATUS(status)
+
+    def cleanup() -> None:
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(pid, os.WNOHANG)
+        for fd in (sentinel, result_r, output_r):
+            os.close(fd)
+
+    return _Child(pid, sentinel, result_r, output_r, reap, cleanup)
+
+
+def _from_zygote(spec: AttemptSpec, zygote: Zygote) -> _Child:
+    from toilbox.zygote import ZygoteError
+
+    result_r, result_w = os.pipe()
+    output_r, output_w = os.pipe()
+    try:
+        pid = zygote.spawn(spec, result_w, output_w)
+    finally:
+        os.close(result_w)
+        os.close(output_w)
+    sentinel = os.pidfd_open(pid)  # the zygote keeps the child unreaped until we ask
+    reaped: list[int] = []
+
+    def reap() -> tuple[int | None, int]:
+        if not reaped:
+            reaped.append(zygote.reap(pid))
+        status = reaped[0]
+        if os.WIFSIGNALED(status):
+            return os.WTERMSIG(status), -1
+        return None, os.WEXITSTATUS(status)
+
+    def cleanup() -> None:
+        with contextlib.suppress(ZygoteError):
+            reap()
+        for fd in (sentinel, result_r, output_r):
+            os.close(fd)
+
+    return _Child(pid, sentinel, result_r, output_r, reap, cleanup)
+
+
+def _supervise(attempt: _Child, deadline: float, stop: threading.Event | None) -> Outcome:
     answer = bytearray()
     output = _Tail(OUTPUT_LIMIT)
     exited = False
     selector = selectors.DefaultSelector()
     try:
-        selector.register(result_r, selectors.EVENT_READ, answer)
-        selector.register(output_r, selectors.EVENT_READ, output)
-        selector.register(sentinel, selectors.EVENT_READ, None)
+        selector.register(attempt.result_r, selectors.EVENT_READ, answer)
+        selector.register(attempt.output_r, selectors.EVENT_READ, output)
+        selector.register(attempt.sentinel, selectors.EVENT_READ, None)
         while not exited:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                _kill_group(pid, sentinel)
+                _kill_group(attempt)
                 return Outcome("timeout", output=output.text())
             if stop is not None and stop.is_set():
-                _kill_group(pid, sentinel)
+                _kill_group(attempt)
                 return Outcome("interrupted", "stopped by shutdown", output=output.text())
             try:
-                events = selector.select(min(remaining, 0.5) if stop else remaining)
+                events = selector.select(min(remaining, 0.25) if stop else remaining)
             except KeyboardInterrupt:
-                _kill_group(pid, sentinel)
+                _kill_group(attempt)
                 return Outcome("interrupted", "interrupted", output=output.text())
             for key, _ in events:
                 if key.data is None:
@@ -146,34 +212,40 @@ def _supervise(
                         answer += chunk
                 else:
                     output.add(chunk)
-        # The child is a zombie now, so its pid (and group id) cannot be reused yet:
-        # it is safe to kill whatever it left running in its group, which also closes
-        # any copy of the pipes those leftovers held.
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(pid, signal.SIGKILL)
-        _drain(result_r, answer)
-        _drain(output_r, output, nonblocking=True)
-        status = os.waitpid(pid, 0)[1]
+        # The child has exited but is not reaped, so its pid (and group id) cannot be
+        # reused yet: it is safe to kill whatever it left running in its group, which
+        # also closes any copy of the pipes those leftovers held.
+        _signal_group(attempt.pid, signal.SIGKILL)
+        _drain(attempt.result_r, answer)
+        _drain(attempt.output_r, output, nonblocking=True)
+        signum, code = attempt.reap()
     finally:
         selector.close()
-        os.close(sentinel)
-    return _outcome(status, bytes(answer), output.text())
+    return _outcome(signum, code, bytes(answer), output.text())
 
 
-def _kill_group(pid: int, sentinel: int) -> None:
+def _signal_group(pid: int, signum: int) -> None:
+    try:
+        os.killpg(pid, signum)
+    except ProcessLookupError:
+        # A child from the fork server may not have made its own group yet.
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signum)
+    except PermissionError:
+        pass
+
+
+def _kill_group(attempt: _Child) -> None:
     """SIGTERM the group, wait a short grace for the child, then SIGKILL the group."""
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pid, signal.SIGTERM)
+    _signal_group(attempt.pid, signal.SIGTERM)
     ready = selectors.DefaultSelector()
     try:
-        ready.register(sentinel, selectors.EVENT_READ)
+        ready.register(attempt.sentinel, selectors.EVENT_READ)
         ready.select(KILL_GRACE_S)
     finally:
         ready.close()
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pid, signal.SIGKILL)
-    with contextlib.suppress(ChildProcessError):
-        os.waitpid(pid, 0)
+    _signal_group(attempt.pid, signal.SIGKILL)
+    attempt.reap()
 
 
 def _drain(fd: int, sink: Any, nonblocking: bool = False) -> None:
@@ -193,7 +265,7 @@ def _drain(fd: int, sink: Any, nonblocking: bool = False) -> None:
             sink.add(chunk)
 
 
-def _outcome(status: int, answer: bytes, output: str) -> Outcome:
+def _outcome(signum: int | None, code: int, answer: bytes, output: str) -> Outcome:
     if answer:
         try:
             message = json.loads(answer)
@@ -207,14 +279,12 @@ def _outcome(status: int, answer: bytes, output: str) -> Outcome:
             output=output,
             details={"traceback": message["traceback"]} if "traceback" in message else {},
         )
-    if os.WIFSIGNALED(status):
-        signum = os.WTERMSIG(status)
+    if signum is not None:
         try:
             name = signal.Signals(signum).name
         except ValueError:
             name = f"signal {signum}"
         return Outcome("crashed", f"the task process was killed by {name}", output=output)
-    code = os.WEXITSTATUS(status)
     return Outcome(
         "crashed", f"the task process exited with code {code} without a result", output=output
     )
@@ -238,125 +308,3 @@ class _Tail:
     def text(self) -> str:
         text = self.buffer.decode("utf-8", errors="replace")
         return f"[{self.dropped} bytes dropped]\n{text}" if self.dropped else text
-
-
-def child_main(  # pragma: no cover - runs in the child
-    spec: AttemptSpec, result_w: int, output_w: int, parent: int
-) -> None:
-    """The child's whole life: run the task, write one JSON answer, exit. Never returns."""
-    code = 0
-    try:
-        os.setpgid(0, 0)
-        _die_with_parent(parent)
-        signal.signal(signal.SIGINT, signal.SIG_DFL)
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
-        signal.signal(signal.SIGHUP, signal.SIG_DFL)
-        from toilbox import locks, log
-
-        locks.close_inherited()
-        # Plugin logs go where toilbox logs go; plain prints are captured as output.
-        terminal = os.fdopen(
-            os.dup(2), "w", buffering=1, encoding="utf-8", errors="replace", closefd=True
-        )
-        log.redirect_to(terminal)
-        os.dup2(output_w, 1)
-        os.dup2(output_w, 2)
-        os.close(output_w)
-        answer = _run_task(spec, terminal if terminal.isatty() else None)
-        payload = json.dumps(answer, allow_nan=False).encode()
-    except BaseException as exc:  # the answer must always be written: it is the verdict
-        payload = json.dumps({"kind": "exception", "message": _describe(exc)}).encode()
-        code = 1
-    try:
-        with os.fdopen(result_w, "wb") as pipe:
-            pipe.write(payload)
-    except BaseException:
-        code = 1
-    with contextlib.suppress(BaseException):
-        sys.stdout.flush()
-        sys.stderr.flush()
-    os._exit(code)
-
-
-def _run_task(  # pragma: no cover - runs in the child
-    spec: AttemptSpec, console: TextIO | None
-) -> dict[str, Any]:
-    import structlog
-
-    from toilbox import plugins
-    from toilbox.context import TaskContext
-    from toilbox.errors import TaskFailed
-    from toilbox.result import Result, Status
-
-    task_type = plugins.load(Path(p) for p in spec.plugin_dirs).task_types[spec.task_type]
-    state_dir = Path(spec.state_dir) / "tasks" / spec.task
-    state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-    ctx = TaskContext(
-        task=spec.task,
-        run_id=spec.run_id,
-        attempt=spec.attempt,
-        dry_run=spec.dry_run,
-        force=spec.force,
-        log=structlog.get_logger(spec.task_type),
-        state_dir=state_dir,
-        console=console,
-    )
-    try:
-        result = task_type.fn(ctx, spec.params)
-    except TaskFailed as exc:
-        return {"kind": "failed", "message": str(exc) or "the task failed"}
-    except Exception as exc:
-        return {"kind": "exception", "message": _describe(exc), "traceback": traceback.format_exc()}
-    if not isinstance(result, Result) or not isinstance(result.status, Status):
-        return {
-            "kind": "bad-result",
-            "message": f"{spec.task_type} returned {type(result).__name__}, not a toilbox.Result",
-        }
-    try:
-        metrics = {k: m.to_dict() for k, m in result.normalised_metrics().items()}
-        answer = {
-            "kind": "ok",
-            "result": {
-                "status": result.status.label,
-                "summary": str(result.summary).strip().splitlines()[0][:1000]
-                if str(result.summary).strip()
-                else "",
-                "metrics": metrics,
-                "data": result.data,
-                "details": str(result.details or "")[:OUTPUT_LIMIT],
-            },
-        }
-        json.dumps(answer, allow_nan=False)
-    except (TypeError, ValueError) as exc:
-        return {"kind": "bad-result", "message": f"{spec.task_type} returned a bad Result: {exc}"}
-    return answer
-
-
-def _describe(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
-
-
-@functools.cache
-def _libc() -> Any:
-    import ctypes
-
-    try:
-        return ctypes.CDLL(None, use_errno=True)
-    except OSError:
-        return None
-
-
-def _die_with_parent(parent: int) -> None:  # pragma: no cover - runs in the child
-    """If toilbox dies (even by SIGKILL), take this attempt's whole group down with it."""
-
-    def parent_died(signum: int, frame: object) -> None:
-        os.killpg(0, signal.SIGKILL)
-
-    signal.signal(PARENT_DIED_SIGNAL, parent_died)
-    libc = _libc()
-    if libc is None or not hasattr(libc, "prctl"):
-        return  # not Linux: a dead parent leaves the attempt to finish on its own
-    libc.prctl(_PR_SET_PDEATHSIG, int(PARENT_DIED_SIGNAL), 0, 0, 0)
-    if os.getppid() != parent:  # the parent died before prctl took effect
-        os.killpg(0, signal.SIGKILL)

@@ -29,6 +29,7 @@ from toilbox.store import RUNNING, RunRecord, Store, now_iso
 if TYPE_CHECKING:
     from toilbox.app import App
     from toilbox.config import RetryPolicy, Task
+    from toilbox.zygote import Zygote
 
 log = structlog.get_logger("toilbox.runner")
 
@@ -55,6 +56,7 @@ def run_task(
     parent_run_id: str | None = None,
     stop: threading.Event | None = None,
     purpose: str = "toilbox run",
+    zygote: Zygote | None = None,
 ) -> RunRecord:
     """Run ``name`` once, now, and return its finished record.
 
@@ -81,7 +83,7 @@ def run_task(
         with structlog.contextvars.bound_contextvars(task=name, run_id=record.run_id):
             log.info("run.started", trigger=trigger, task_type=task.type.name, dry_run=dry_run)
             started = time.monotonic()
-            outcome, attempts = _attempts(app, task, record, dry_run, force, stop)
+            outcome, attempts = _attempts(app, task, record, dry_run, force, stop, zygote)
             _finish(record, outcome, attempts, time.monotonic() - started)
             store.finish_run(record)
             log.info(
@@ -103,6 +105,7 @@ def _attempts(
     dry_run: bool,
     force: bool,
     stop: threading.Event | None,
+    zygote: Zygote | None,
 ) -> tuple[Outcome, int]:
     attempt_number = 0
     outcome = Outcome("crashed", "no attempt was made")
@@ -110,6 +113,8 @@ def _attempts(
         for attempt in _retrying(task.retry, stop):
             with attempt:
                 attempt_number = attempt.retry_state.attempt_number
+                if stop is not None and stop.is_set():
+                    return Outcome("interrupted", "stopped by shutdown"), attempt_number - 1
                 spec = AttemptSpec(
                     task=task.name,
                     task_type=task.type.name,
@@ -122,7 +127,7 @@ def _attempts(
                     state_dir=str(app.state_dir),
                 )
                 with structlog.contextvars.bound_contextvars(attempt=attempt_number):
-                    outcome = run_attempt(spec, task.timeout, stop)
+                    outcome = run_attempt(spec, task.timeout, stop, zygote)
                     if outcome.kind != "ok":
                         log.warning(
                             "attempt.failed", error_type=outcome.kind, message=outcome.message

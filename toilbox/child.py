@@ -1,0 +1,147 @@
+"""The child side of an attempt: run the task, write one JSON answer, exit.
+
+Everything here runs in the attempt's own process, started by ``isolation``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import json
+import os
+import signal
+import sys
+import traceback
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TextIO
+
+if TYPE_CHECKING:
+    from toilbox.isolation import AttemptSpec
+
+DETAILS_LIMIT = 64 * 1024
+_PR_SET_PDEATHSIG = 1
+# Sent to the child when its parent dies: the child's handler takes its whole group down.
+PARENT_DIED_SIGNAL = signal.SIGRTMIN
+
+
+def child_main(  # pragma: no cover - runs in the child
+    spec: AttemptSpec, result_w: int, output_w: int, parent: int
+) -> None:
+    """The child's whole life: run the task, write one JSON answer, exit. Never returns."""
+    code = 0
+    try:
+        os.setpgid(0, 0)
+        _die_with_parent(parent)
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        signal.signal(signal.SIGHUP, signal.SIG_DFL)
+        from toilbox import locks, log
+
+        locks.close_inherited()
+        # Plugin logs go where toilbox logs go; plain prints are captured as output.
+        terminal = os.fdopen(
+            os.dup(2), "w", buffering=1, encoding="utf-8", errors="replace", closefd=True
+        )
+        log.redirect_to(terminal)
+        os.dup2(output_w, 1)
+        os.dup2(output_w, 2)
+        os.close(output_w)
+        answer = _run_task(spec, terminal if terminal.isatty() else None)
+        payload = json.dumps(answer, allow_nan=False).encode()
+    except BaseException as exc:  # the answer must always be written: it is the verdict
+        payload = json.dumps({"kind": "exception", "message": _describe(exc)}).encode()
+        code = 1
+    try:
+        with os.fdopen(result_w, "wb") as pipe:
+            pipe.write(payload)
+    except BaseException:
+        code = 1
+    with contextlib.suppress(BaseException):
+        sys.stdout.flush()
+        sys.stderr.flush()
+    os._exit(code)
+
+
+def _run_task(  # pragma: no cover - runs in the child
+    spec: AttemptSpec, console: TextIO | None
+) -> dict[str, Any]:
+    import structlog
+
+    from toilbox import plugins
+    from toilbox.context import TaskContext
+    from toilbox.errors import TaskFailed
+    from toilbox.result import Result, Status
+
+    task_type = plugins.load(Path(p) for p in spec.plugin_dirs).task_types[spec.task_type]
+    state_dir = Path(spec.state_dir) / "tasks" / spec.task
+    state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    ctx = TaskContext(
+        task=spec.task,
+        run_id=spec.run_id,
+        attempt=spec.attempt,
+        dry_run=spec.dry_run,
+        force=spec.force,
+        log=structlog.get_logger(spec.task_type),
+        state_dir=state_dir,
+        console=console,
+    )
+    try:
+        result = task_type.fn(ctx, spec.params)
+    except TaskFailed as exc:
+        return {"kind": "failed", "message": str(exc) or "the task failed"}
+    except Exception as exc:
+        return {"kind": "exception", "message": _describe(exc), "traceback": traceback.format_exc()}
+    if not isinstance(result, Result) or not isinstance(result.status, Status):
+        return {
+            "kind": "bad-result",
+            "message": f"{spec.task_type} returned {type(result).__name__}, not a toilbox.Result",
+        }
+    try:
+        metrics = {k: m.to_dict() for k, m in result.normalised_metrics().items()}
+        answer = {
+            "kind": "ok",
+            "result": {
+                "status": result.status.label,
+                "summary": str(result.summary).strip().splitlines()[0][:1000]
+                if str(result.summary).strip()
+                else "",
+                "metrics": metrics,
+                "data": result.data,
+                "details": str(result.details or "")[:DETAILS_LIMIT],
+            },
+        }
+        json.dumps(answer, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        return {"kind": "bad-result", "message": f"{spec.task_type} returned a bad Result: {exc}"}
+    return answer
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
+
+
+@functools.cache
+def libc() -> Any:
+    import ctypes
+
+    try:
+        return ctypes.CDLL(None, use_errno=True)
+    except OSError:
+        return None
+
+
+def _die_with_parent(parent: int) -> None:  # pragma: no cover - runs in the child
+    """If toilbox dies (even by SIGKILL), take this attempt's whole group down with it."""
+
+    def parent_died(signum: int, frame: object) -> None:
+        os.killpg(0, signal.SIGKILL)
+
+    signal.signal(PARENT_DIED_SIGNAL, parent_died)
+    libc_handle = libc()
+    if libc_handle is None or not hasattr(libc_handle, "prctl"):
+        return  # not Linux: a dead parent leaves the attempt to finish on its own
+    libc_handle.prctl(_PR_SET_PDEATHSIG, int(PARENT_DIED_SIGNAL), 0, 0, 0)
+    if os.getppid() != parent:  # the parent died before prctl took effect
+        os.killpg(0, signal.SIGKILL)
+
