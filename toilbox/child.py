@@ -67,11 +67,13 @@ def _run_task(  # pragma: no cover - runs in the child
 ) -> dict[str, Any]:
     import structlog
 
-    from toilbox import plugins
+    from toilbox import log, plugins
     from toilbox.context import TaskContext
     from toilbox.errors import TaskFailed
     from toilbox.result import Result, Status
 
+    log.add_secrets(spec.secrets)
+    structlog.contextvars.bind_contextvars(task=spec.task, run_id=spec.run_id, attempt=spec.attempt)
     task_type = plugins.load(Path(p) for p in spec.plugin_dirs).task_types[spec.task_type]
     state_dir = Path(spec.state_dir) / "tasks" / spec.task
     state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -84,6 +86,7 @@ def _run_task(  # pragma: no cover - runs in the child
         log=structlog.get_logger(spec.task_type),
         state_dir=state_dir,
         console=console,
+        scheduled_for=spec.scheduled_for,
     )
     try:
         result = task_type.fn(ctx, spec.params)
@@ -144,4 +147,3 @@ def _die_with_parent(parent: int) -> None:  # pragma: no cover - runs in the chi
     libc_handle.prctl(_PR_SET_PDEATHSIG, int(PARENT_DIED_SIGNAL), 0, 0, 0)
     if os.getppid() != parent:  # the parent died before prctl took effect
         os.killpg(0, signal.SIGKILL)
-

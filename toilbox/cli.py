@@ -116,6 +116,25 @@ def run(obj: _Obj, task: str, dry_run: bool, force: bool, as_json: bool) -> int:
 
 @cli.command()
 @click.pass_obj
+def daemon(obj: _Obj) -> int:
+    """Schedule every enabled task until SIGTERM or SIGINT; SIGHUP reloads the config."""
+    from toilbox.daemon import serve
+
+    return serve(obj.config)
+
+
+@cli.command()
+@click.argument("task")
+@click.pass_obj
+def explain(obj: _Obj, task: str) -> None:
+    """Say in plain words why TASK did or did not run, and when it runs next."""
+    from toilbox.explain import explain_task
+
+    click.echo(explain_task(obj.app(), task))
+
+
+@cli.command()
+@click.pass_obj
 def validate(obj: _Obj) -> None:
     """Check the config file and every task's parameters."""
     app = obj.app()
@@ -126,18 +145,22 @@ def validate(obj: _Obj) -> None:
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_obj
 def list_tasks(obj: _Obj, as_json: bool) -> None:
-    """List the configured tasks with their type, schedule and last status."""
+    """List tasks: type, schedule, next fire time and last status (no daemon needed)."""
+    from toilbox.explain import next_fire
+
     app = obj.app()
     last = app.store().last_runs()
     rows = []
     for name, task in app.tasks.items():
         run = last.get(name)
+        upcoming = next_fire(task)
         rows.append(
             {
                 "task": name,
                 "type": task.type.name,
                 "schedule": task.schedule,
                 "enabled": task.enabled,
+                "next_fire": upcoming.isoformat() if upcoming else None,
                 "last_status": run.status if run else None,
                 "last_run": run.started_at if run else None,
                 "last_summary": run.summary if run else None,
@@ -146,22 +169,21 @@ def list_tasks(obj: _Obj, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(rows))
         return
-    click.echo(
-        render.table(
-            ["TASK", "TYPE", "SCHEDULE", "LAST", "LAST RUN"],
+    table = render.table(
+        ["TASK", "TYPE", "SCHEDULE", "NEXT FIRE", "LAST", "LAST RUN"],
+        [
             [
-                [
-                    r["task"],
-                    r["type"],
-                    (r["schedule"] or "-") + ("" if r["enabled"] else " (disabled)"),
-                    r["last_status"] or "-",
-                    r["last_run"] or "never",
-                ]
-                for r in rows
-            ],
-        )
-        or "no tasks configured"
+                r["task"],
+                r["type"],
+                (r["schedule"] or "-") + ("" if r["enabled"] else " (disabled)"),
+                render.when(r["next_fire"]),
+                r["last_status"] or "-",
+                render.when(r["last_run"]),
+            ]
+            for r in rows
+        ],
     )
+    click.echo(table or "no tasks configured")
 
 
 @cli.command()

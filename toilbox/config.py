@@ -12,9 +12,16 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from toilbox import schedule, yamlpos
 from toilbox.errors import ConfigError
@@ -50,10 +57,29 @@ class TaskDefaults(_Strict):
     retry: RetryPolicy = RetryPolicy()
 
 
+def _known_timezone(value: str) -> str:
+    if value == "UTC":  # the default: spare every start-up the zoneinfo import
+        return value
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    try:
+        ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError(
+            f'unknown timezone "{value}" (use an IANA name like Europe/Paris)'
+        ) from None
+    return value
+
+
 class TaskConfig(_Strict):
     uses: str = Field(description="the task type, e.g. check.disk (see `toilbox plugins`)")
     with_: dict[str, Any] = Field(default_factory=dict, alias="with")
     schedule: str | None = Field(None, description='cron "*/5 * * * *", "@daily" or "every 10m"')
+    timezone: str | None = Field(None, description="overrides the global timezone")
+    jitter: Duration | None = Field(None, ge=0, description="a random delay up to this long")
+    on_missed: Literal["run_once", "skip", "run_all"] = "run_once"
+    catchup_window: Duration | None = Field(None, gt=0, description="default: one interval")
+    catchup_max: int = Field(10, ge=1, le=1000, description="the cap for on_missed: run_all")
     timeout: Duration | None = Field(None, gt=0)
     retry: RetryOverride | None = None
     enabled: bool = True
@@ -66,6 +92,29 @@ class TaskConfig(_Strict):
             schedule.parse(value)
         return value
 
+    @field_validator("timezone")
+    @classmethod
+    def _timezone(cls, value: str | None) -> str | None:
+        return _known_timezone(value) if value is not None else None
+
+
+class HttpConfig(_Strict):
+    listen: str = Field("127.0.0.1:9464", description="host:port for /healthz and /metrics")
+    allow_remote: bool = Field(False, description="allow a non-loopback listen address")
+
+    @model_validator(mode="after")
+    def _loopback_unless_allowed(self) -> HttpConfig:
+        host, _, port = self.listen.rpartition(":")
+        if not host or not port.isdigit():
+            raise ValueError(f'listen must be host:port, like 127.0.0.1:9464, got "{self.listen}"')
+        loopback = host in ("localhost", "::1", "[::1]") or host.startswith("127.")
+        if not loopback and not self.allow_remote:
+            raise ValueError(
+                f"listen {self.listen} is not a loopback address; set allow_remote: true"
+                " to serve metrics to the network"
+            )
+        return self
+
 
 def default_state_dir() -> Path:
     base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
@@ -76,23 +125,16 @@ class Config(_Strict):
     state_dir: Path = Field(default_factory=default_state_dir)
     plugin_dirs: list[Path] = Field(default_factory=list)
     timezone: str = "UTC"
+    max_concurrent: int = Field(8, ge=1, le=1024, description="runs at once in the daemon")
+    shutdown_grace: Duration = Field(30.0, ge=0, description="for running tasks on SIGTERM")
+    http: HttpConfig | None = None
     defaults: TaskDefaults = TaskDefaults()
     tasks: dict[str, TaskConfig] = Field(default_factory=dict)
 
     @field_validator("timezone")
     @classmethod
-    def _known_timezone(cls, value: str) -> str:
-        if value == "UTC":  # the default: spare every start-up the zoneinfo import
-            return value
-        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
-
-        try:
-            ZoneInfo(value)
-        except (ZoneInfoNotFoundError, ValueError):
-            raise ValueError(
-                f'unknown timezone "{value}" (use an IANA name like Europe/Paris)'
-            ) from None
-        return value
+    def _timezone(cls, value: str) -> str:
+        return _known_timezone(value)
 
     @field_validator("tasks")
     @classmethod
@@ -136,6 +178,11 @@ class Task:
     retry: RetryPolicy
     enabled: bool
     description: str | None
+    timezone: str = "UTC"
+    jitter: float | None = None
+    on_missed: str = "run_once"
+    catchup_window: float | None = None
+    catchup_max: int = 10
 
 
 def load(path: Path) -> LoadedConfig:
@@ -190,6 +237,11 @@ def resolve_tasks(loaded: LoadedConfig, host: PluginHost) -> dict[str, Task]:
             retry=config.defaults.retry.model_copy(update=override),
             enabled=spec.enabled,
             description=spec.description,
+            timezone=spec.timezone or config.timezone,
+            jitter=spec.jitter,
+            on_missed=spec.on_missed,
+            catchup_window=spec.catchup_window,
+            catchup_max=spec.catchup_max,
         )
     if problems:
         raise ConfigError("\n".join(problems))

@@ -21,6 +21,7 @@ class TaskContext:
     ``state_dir`` is the task's own directory for files it wants to keep between runs.
     ``now()`` is the clock: use it instead of ``datetime.now()`` so tests can freeze it.
     ``force`` is true for a manual run told to go past its safety budgets.
+    ``scheduled_for`` is the slot a scheduled run fills (None for a manual run).
     ``console`` is the user's terminal when there is one (for progress bars), else None:
     what a task prints to stdout or stderr is captured into the run's output instead.
     """
@@ -32,6 +33,7 @@ class TaskContext:
     log: Any
     state_dir: Path
     force: bool = False
+    scheduled_for: datetime | None = None
     console: TextIO | None = field(default=None, repr=False)
     clock: Callable[[], datetime] = field(default=utc_now, repr=False)
 

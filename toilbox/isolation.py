@@ -25,6 +25,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from toilbox import child
@@ -52,6 +53,8 @@ class AttemptSpec:
     dry_run: bool
     force: bool
     state_dir: str
+    scheduled_for: datetime | None = None
+    secrets: tuple[str, ...] = ()  # to redact: a zygote may predate a reloaded config
 
 
 @dataclass
@@ -163,15 +166,19 @@ def _from_zygote(spec: AttemptSpec, zygote: Zygote) -> _Child:
 
     def reap() -> tuple[int | None, int]:
         if not reaped:
-            reaped.append(zygote.reap(pid))
+            try:
+                reaped.append(zygote.reap(pid))
+            except ZygoteError:
+                reaped.append(-1)  # the status died with the zygote; the answer may remain
         status = reaped[0]
+        if status < 0:
+            return None, -1
         if os.WIFSIGNALED(status):
             return os.WTERMSIG(status), -1
         return None, os.WEXITSTATUS(status)
 
     def cleanup() -> None:
-        with contextlib.suppress(ZygoteError):
-            reap()
+        reap()
         for fd in (sentinel, result_r, output_r):
             os.close(fd)
 

@@ -88,6 +88,10 @@ def configure(fmt: str | None = None, level: str = "info", stream: TextIO | None
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(max(_level_number(level), logging.INFO))
+    # APScheduler narrates every job it adds at INFO: 10,000 lines for 10,000 tasks.
+    logging.getLogger("apscheduler").setLevel(
+        logging.DEBUG if level == "debug" else logging.WARNING
+    )
 
 
 def redirect_to(stream: TextIO) -> None:

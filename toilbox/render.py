@@ -48,6 +48,11 @@ def _metric(metric: dict[str, Any]) -> str:
     return f"{text} ({', '.join(limits)})" if limits else text
 
 
+def when(iso: str | None) -> str:
+    """A stored timestamp, short: "2026-11-24 14:05:00", or "-"."""
+    return iso[:19].replace("T", " ") if iso else "-"
+
+
 def table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     """Columns padded to fit; the last column runs free."""
     if not rows:

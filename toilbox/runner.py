@@ -83,7 +83,9 @@ def run_task(
         with structlog.contextvars.bound_contextvars(task=name, run_id=record.run_id):
             log.info("run.started", trigger=trigger, task_type=task.type.name, dry_run=dry_run)
             started = time.monotonic()
-            outcome, attempts = _attempts(app, task, record, dry_run, force, stop, zygote)
+            outcome, attempts = _attempts(
+                app, task, record, dry_run, force, stop, zygote, scheduled_for
+            )
             _finish(record, outcome, attempts, time.monotonic() - started)
             store.finish_run(record)
             log.info(
@@ -106,6 +108,7 @@ def _attempts(
     force: bool,
     stop: threading.Event | None,
     zygote: Zygote | None,
+    scheduled_for: datetime | None,
 ) -> tuple[Outcome, int]:
     attempt_number = 0
     outcome = Outcome("crashed", "no attempt was made")
@@ -125,6 +128,8 @@ def _attempts(
                     dry_run=dry_run,
                     force=force,
                     state_dir=str(app.state_dir),
+                    scheduled_for=scheduled_for,
+                    secrets=tuple(app.loaded.secrets),
                 )
                 with structlog.contextvars.bound_contextvars(attempt=attempt_number):
                     outcome = run_attempt(spec, task.timeout, stop, zygote)

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
 
 from toilbox.units import parse_duration
 
@@ -31,6 +33,7 @@ _FIELDS: tuple[tuple[str, int, int, dict[str, int]], ...] = (
 )
 _ITEM = re.compile(r"^(\*|[a-z0-9]+(?:-[a-z0-9]+)?)(?:/(\d+))?$")
 _EVERY = re.compile(r"^every\s+(.+)$")
+_EPSILON = timedelta(microseconds=1)
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,3 +81,84 @@ def _check_field(value: str, name: str, low: int, high: int, names: dict[str, in
             number = names.get(bound, int(bound) if bound.isdigit() else None)
             if number is None or not low <= number <= high:
                 raise ValueError(f"cron {name} field {value!r}: {bound!r} is not in {low}-{high}")
+
+
+# Interval schedules count from a fixed epoch, so a restart keeps the same fire times.
+ANCHOR_EPOCH = "2000-01-03T00:00:00+00:00"  # a Monday at midnight UTC
+
+
+def cron_days_of_week(field: str) -> list[int]:
+    """The cron days (0 = Sunday) a day-of-week field names, as a sorted list."""
+    days: set[int] = set()
+    names = {d: i for i, d in enumerate(_DAYS)}
+    for item in field.split(","):
+        match = _ITEM.match(item)
+        if match is None:  # parse() has checked the field; nothing else reaches here
+            continue
+        step = int(match[2] or 1)
+        if match[1] == "*":
+            low, high = 0, 6
+        else:
+            bounds = [names.get(b, int(b) if b.isdigit() else 0) for b in match[1].split("-")]
+            low, high = bounds[0], bounds[-1]
+            if match[2] and len(bounds) == 1:
+                high = 6  # "a/n" means from a to the end, every n
+        days.update(day % 7 for day in range(low, high + 1, step))  # 7 is Sunday too
+    return sorted(days)
+
+
+def trigger(parsed: Schedule, timezone: str) -> Any:
+    """The APScheduler 3 trigger for a parsed schedule, without jitter (fire times are slots).
+
+    Cron semantics are kept where APScheduler differs: day-of-week 0 is Sunday, and when
+    both day-of-month and day-of-week are restricted a day matching either one fires.
+    """
+    from datetime import datetime
+    from zoneinfo import ZoneInfo
+
+    from apscheduler.triggers.combining import OrTrigger
+    from apscheduler.triggers.cron import CronTrigger
+    from apscheduler.triggers.interval import IntervalTrigger
+
+    tz = ZoneInfo(timezone)
+    if parsed.every_s is not None:
+        return IntervalTrigger(
+            seconds=parsed.every_s, start_date=datetime.fromisoformat(ANCHOR_EPOCH), timezone=tz
+        )
+    minute, hour, dom, month, dow = (parsed.cron or "* * * * *").split(" ")
+    day_names = ",".join(
+        ("sun", "mon", "tue", "wed", "thu", "fri", "sat")[d] for d in cron_days_of_week(dow)
+    )
+    common = {"minute": minute, "hour": hour, "month": month, "timezone": tz}
+    if dom != "*" and dow != "*":
+        return OrTrigger(
+            [
+                CronTrigger(day=dom, **common),
+                CronTrigger(day_of_week=day_names, **common),
+            ]
+        )
+    return CronTrigger(day=dom, day_of_week=day_names if dow != "*" else "*", **common)
+
+
+def fire_times_between(trig: Any, after: datetime, until: datetime, limit: int) -> list[datetime]:
+    """Fire times in (after, until], oldest first, at most ``limit`` of the newest."""
+    times: list[datetime] = []
+    previous = after
+    while True:
+        nxt = trig.get_next_fire_time(previous, previous + _EPSILON)
+        if nxt is None or nxt > until:
+            return times[-limit:]
+        if nxt > after:
+            times.append(nxt)
+            if len(times) > 2 * limit:
+                del times[:limit]
+        previous = nxt
+
+
+def interval_s(trig: Any, now: datetime) -> float:
+    """Seconds between two consecutive fires after ``now`` (a cron's typical period)."""
+    first = trig.get_next_fire_time(None, now)
+    if first is None:
+        return 0.0
+    second = trig.get_next_fire_time(first, first + _EPSILON)
+    return (second - first).total_seconds() if second else 0.0

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
+import threading
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -17,12 +18,19 @@ from typing import Any
 
 from toilbox.errors import StateError
 
-SCHEMA_VERSION = 2
-# Steps from each older version to the next; a new database gets _SCHEMA directly.
-_MIGRATIONS = {
-    2: "ALTER TABLE runs ADD COLUMN details TEXT NOT NULL DEFAULT '';",
-}
-_SCHEMA = """
+SCHEMA_VERSION = 3
+_SLOTS = """
+CREATE TABLE IF NOT EXISTS slots (
+    task          TEXT NOT NULL,
+    scheduled_for TEXT NOT NULL,
+    schedule      TEXT NOT NULL,
+    claimed_by    TEXT NOT NULL,
+    claimed_at    TEXT NOT NULL,
+    PRIMARY KEY (task, scheduled_for)
+);
+"""
+_SCHEMA = (
+    """
 CREATE TABLE IF NOT EXISTS runs (
     run_id        TEXT PRIMARY KEY,
     task          TEXT NOT NULL,
@@ -49,7 +57,15 @@ CREATE INDEX IF NOT EXISTS runs_task_started ON runs (task, started_at);
 CREATE INDEX IF NOT EXISTS runs_started ON runs (started_at);
 CREATE INDEX IF NOT EXISTS runs_running ON runs (status) WHERE status = 'running';
 """
+    + _SLOTS
+)
 RUNNING = "running"
+
+# Steps from each older version to the next; a new database gets _SCHEMA directly.
+_MIGRATIONS = {
+    2: "ALTER TABLE runs ADD COLUMN details TEXT NOT NULL DEFAULT '';",
+    3: _SLOTS,
+}
 
 
 def now_iso() -> str:
@@ -119,6 +135,12 @@ class Store:
     def __init__(self, db: sqlite3.Connection, path: Path) -> None:
         self._db = db
         self.path = path
+        # One connection serves the daemon's threads; sqlite3 asks callers to serialise.
+        self._lock = threading.RLock()
+
+    def _query(self, sql: str, args: tuple[Any, ...] = ()) -> list[sqlite3.Row]:
+        with self._lock:
+            return self._db.execute(sql, args).fetchall()
 
     @classmethod
     def open(cls, state_dir: Path) -> Store:
@@ -142,7 +164,8 @@ class Store:
 
     def _write(self, sql: str, args: tuple[Any, ...] | dict[str, Any]) -> None:
         try:
-            self._db.execute(sql, args)
+            with self._lock:
+                self._db.execute(sql, args)
         except sqlite3.Error as exc:
             reason = _explain(exc, self.path.parent)
             raise StateError(f"state store {self.path}: {reason}") from None
@@ -161,16 +184,16 @@ class Store:
         self._write(f"UPDATE runs SET {assignments} WHERE run_id = :run_id", row)  # noqa: S608
 
     def get(self, run_id: str) -> RunRecord | None:
-        row = self._db.execute("SELECT * FROM runs WHERE run_id = ?", (run_id,)).fetchone()
-        return _from_row(row) if row else None
+        rows = self._query("SELECT * FROM runs WHERE run_id = ?", (run_id,))
+        return _from_row(rows[0]) if rows else None
 
     def history(self, task: str | None = None, limit: int = 20) -> list[RunRecord]:
         if task is None:
-            rows = self._db.execute(
+            rows = self._query(
                 "SELECT * FROM runs ORDER BY started_at DESC, rowid DESC LIMIT ?", (limit,)
             )
         else:
-            rows = self._db.execute(
+            rows = self._query(
                 "SELECT * FROM runs WHERE task = ? ORDER BY started_at DESC, rowid DESC LIMIT ?",
                 (task, limit),
             )
@@ -178,14 +201,48 @@ class Store:
 
     def last_runs(self) -> dict[str, RunRecord]:
         """The newest run of each task."""
-        rows = self._db.execute(
+        rows = self._query(
             "SELECT r.* FROM runs r JOIN (SELECT task, MAX(started_at) AS started_at"
-            " FROM runs GROUP BY task) last USING (task, started_at)"
+            " FROM runs WHERE status NOT IN ('skipped', 'missed') GROUP BY task) last"
+            " USING (task, started_at)"
         )
         return {row["task"]: _from_row(row) for row in rows}
 
+    def claim_slot(self, task: str, scheduled_for: str, schedule: str, claimed_by: str) -> bool:
+        """Claim a scheduled fire; False if it was claimed before (by anyone, ever)."""
+        try:
+            with self._lock:
+                cursor = self._db.execute(
+                    "INSERT OR IGNORE INTO slots (task, scheduled_for, schedule, claimed_by,"
+                    " claimed_at) VALUES (?, ?, ?, ?, ?)",
+                    (task, scheduled_for, schedule, claimed_by, now_iso()),
+                )
+        except sqlite3.Error as exc:
+            raise StateError(f"state store {self.path}: {exc}") from None
+        return cursor.rowcount == 1
+
+    def last_slot(self, task: str) -> tuple[str, str] | None:
+        """The newest claimed slot of a task and the schedule it was claimed under."""
+        rows = self._query(
+            "SELECT scheduled_for, schedule FROM slots WHERE task = ?"
+            " ORDER BY scheduled_for DESC LIMIT 1",
+            (task,),
+        )
+        return (rows[0][0], rows[0][1]) if rows else None
+
+    def last_slots(self) -> dict[str, tuple[str, str]]:
+        rows = self._query("SELECT task, MAX(scheduled_for), schedule FROM slots GROUP BY task")
+        return {row[0]: (row[1], row[2]) for row in rows}
+
+    def record(self, record: RunRecord) -> None:
+        """Store a record that is already final (a skipped or missed slot)."""
+        self.start_run(record)
+
+    def size_bytes(self) -> int:
+        return sum(p.stat().st_size for p in self.path.parent.glob(self.path.name + "*"))
+
     def running(self, hostname: str) -> list[RunRecord]:
-        rows = self._db.execute(
+        rows = self._query(
             "SELECT * FROM runs WHERE status = ? AND hostname = ?", (RUNNING, hostname)
         )
         return [_from_row(row) for row in rows]
@@ -205,8 +262,10 @@ def _migrate(db: sqlite3.Connection, path: Path) -> None:
         return
     if version > SCHEMA_VERSION:
         raise StateError(f"state store {path} was written by a newer toilbox (schema {version})")
-    script = _SCHEMA if version == 0 else "".join(
-        _MIGRATIONS[v] for v in range(version + 1, SCHEMA_VERSION + 1)
+    script = (
+        _SCHEMA
+        if version == 0
+        else "".join(_MIGRATIONS[v] for v in range(version + 1, SCHEMA_VERSION + 1))
     )
     db.executescript(f"BEGIN; {script} PRAGMA user_version={SCHEMA_VERSION}; COMMIT;")
 

@@ -78,6 +78,12 @@ class Zygote:
         """Wait for child ``pid`` (it has exited or is being killed); its wait status."""
         return int(self._call(("reap", pid))[2])
 
+    def alive(self) -> bool:
+        try:
+            return os.waitpid(self.pid, os.WNOHANG) == (0, 0)
+        except ChildProcessError:
+            return False
+
     def stop(self) -> None:
         with contextlib.suppress(OSError):
             self._sock.close()
@@ -90,9 +96,10 @@ def _serve(sock: socket.socket, daemon_pid: int) -> None:  # pragma: no cover - 
     try:
         # A killed daemon takes the zygote with it, and each attempt's own parent-death
         # signal then takes the attempts down too.
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
-        signal.signal(signal.SIGINT, signal.SIG_IGN)  # the daemon decides about Ctrl-C
-        signal.signal(signal.SIGHUP, signal.SIG_IGN)
+        # A signal sent to the daemon's whole process group (Ctrl-C, `timeout`, systemd's
+        # KillMode=control-group) is the daemon's to handle: it stops the zygote itself.
+        for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            signal.signal(signum, signal.SIG_IGN)
         libc = child.libc()
         if libc is not None and hasattr(libc, "prctl"):
             libc.prctl(1, int(signal.SIGKILL), 0, 0, 0)

@@ -1,0 +1,404 @@
+"""The daemon: every enabled task with a schedule, fired on time, once per slot.
+
+A thin wait (``serve``) around steps that tests call directly: ``start``, ``fire``,
+``catch_up``, ``reload``, ``shutdown``.  Signal handlers only record what was asked.
+APScheduler computes fire times and wakes up when one is due (no polling); a custom
+executor hands each due fire to ``fire``, which claims the slot in the store, applies
+the task's ``on_missed`` policy to fires that passed unrun, skips a fire whose task is
+still running, and hands the run to a worker thread.  Each attempt's child process is
+forked by the zygote, never by this threaded process.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import signal
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import wait as wait_for
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import structlog
+from apscheduler.executors.base import BaseExecutor
+from apscheduler.schedulers.background import BackgroundScheduler
+
+from toilbox import locks, runner, schedule
+from toilbox.app import App, load_app
+from toilbox.config import Task
+from toilbox.errors import AlreadyRunning, ToilboxError
+from toilbox.metrics import DaemonMetrics
+from toilbox.store import RunRecord, now_iso
+from toilbox.zygote import Zygote
+
+log = structlog.get_logger("toilbox.daemon")
+DAEMON_LOCK = "_daemon"  # task names start with a letter or digit, so this never collides
+HEARTBEAT_S = 5.0
+
+
+class _Dispatch(BaseExecutor):  # type: ignore[misc]
+    """APScheduler executor that hands every due fire (with all its run times) to us."""
+
+    def __init__(self, fire: Callable[[str, list[datetime]], None]) -> None:
+        super().__init__()
+        self._fire = fire
+
+    def submit_job(self, job: Any, run_times: list[datetime]) -> None:
+        self._fire(job.id, run_times)
+
+    def _do_submit_job(self, job: Any, run_times: list[datetime]) -> None:  # pragma: no cover
+        raise NotImplementedError  # submit_job does it all
+
+
+def _never_called() -> None:  # pragma: no cover - the executor never calls job functions
+    raise AssertionError("toilbox jobs are dispatched by the executor")
+
+
+def slot_key(task: Task) -> str:
+    """What a claimed slot is tied to: a schedule edit starts a new series of slots."""
+    return f"{task.schedule} {task.timezone}"
+
+
+def jitter_delay(task: Task, slot: datetime) -> float:
+    """A random delay up to the task's jitter, the same for the same slot (restarts agree)."""
+    if not task.jitter:
+        return 0.0
+    digest = hashlib.sha256(f"{task.name}@{slot.isoformat()}".encode()).digest()
+    return task.jitter * int.from_bytes(digest[:8], "big") / 2**64
+
+
+class Daemon:
+    def __init__(self, config_option: str | None, clock: Callable[[], datetime] | None = None):
+        self.config_option = config_option
+        self.clock = clock or (lambda: datetime.now(UTC))
+        self.app: App = load_app(config_option)
+        self.stop_attempts = threading.Event()
+        self.running: dict[str, Future[None]] = {}
+        self._lock = threading.Lock()
+        self._exit = contextlib.ExitStack()
+        self.heartbeat = time.monotonic()
+        self.metrics = DaemonMetrics(lambda: len(self.running))
+        self.scheduler: Any = None
+        self.zygote: Zygote | None = None
+        self.pool: ThreadPoolExecutor | None = None
+        self.http: Any = None
+
+    # -- lifecycle steps ------------------------------------------------------------
+
+    def start(self) -> None:
+        """Lock the state dir, close abandoned runs, catch up, then schedule everything."""
+        self._exit.enter_context(
+            locks.hold(self.app.state_dir, DAEMON_LOCK, "toilbox daemon", "toilbox daemon")
+        )
+        self.app.store()  # opening it marks runs left by a dead process as abandoned
+        self.zygote = Zygote.start()  # while this process still has a single thread
+        self.pool = ThreadPoolExecutor(self.app.config.max_concurrent, "toilbox-run")
+        self.catch_up(self.clock())
+        self.scheduler = BackgroundScheduler(
+            timezone=UTC,
+            executors={"default": _Dispatch(self.fire)},
+            # Never accept the defaults: APScheduler would drop a fire over 1 s late.
+            job_defaults={"coalesce": False, "misfire_grace_time": None, "max_instances": 1},
+        )
+        for task in self._scheduled(self.app):
+            self._add_job(task)
+        self.scheduler.start()
+        if self.app.config.http is not None:
+            from toilbox.http import HttpServer
+
+            self.http = HttpServer(self.app.config.http.listen, self.metrics.registry, self.healthy)
+            self.http.start()
+        log.info(
+            "daemon.started",
+            tasks=len(self._scheduled(self.app)),
+            pid=os.getpid(),
+            state_dir=str(self.app.state_dir),
+        )
+
+    def fire(self, name: str, run_times: list[datetime]) -> None:
+        """A task's fire is due (called on the scheduler's thread: must not block)."""
+        app = self.app
+        task = app.tasks.get(name)
+        if task is None or not task.enabled or task.schedule is None:
+            return
+        now = self.clock()
+        slot, late = run_times[-1], run_times[:-1]
+        self.metrics.lag.observe(max(0.0, (now - slot).total_seconds()))
+        if late:
+            self._settle_missed(app, task, late, now, reason="the daemon was busy or asleep")
+        self._dispatch(app, task, [slot], "schedule", now)
+
+    def catch_up(self, now: datetime) -> None:
+        """Apply each task's ``on_missed`` to the fires that passed while we were down."""
+        for task in self._scheduled(self.app):
+            last = self.app.store().last_slot(task.name)
+            if last is None or last[1] != slot_key(task):
+                continue  # never fired, or the schedule changed: an edit never fires a run
+            trig = schedule.trigger(schedule.parse(task.schedule or ""), task.timezone)
+            after = datetime.fromisoformat(last[0])
+            passed = schedule.fire_times_between(trig, after, now, limit=10_000)
+            if passed:
+                self._settle_missed(self.app, task, passed, now, reason="the daemon was down")
+
+    def reload(self) -> bool:
+        """Re-read the config and apply the difference; keep the old one if it is invalid."""
+        old = self.app
+        try:
+            new = load_app(self.config_option)
+        except ToilboxError as exc:
+            log.error("config.reload_failed", error=str(exc))
+            return False
+        if new.state_dir != old.state_dir:
+            log.error("config.reload_failed", error="state_dir cannot change without a restart")
+            return False
+        new._store = old.store()
+        old_tasks = {t.name: t for t in self._scheduled(old)}
+        new_tasks = {t.name: t for t in self._scheduled(new)}
+        self.app = new
+        for name in old_tasks.keys() - new_tasks.keys():
+            self.scheduler.remove_job(name)
+        for name, task in new_tasks.items():
+            previous = old_tasks.get(name)
+            if previous is None or slot_key(previous) != slot_key(task):
+                self._add_job(task)  # the next fire is computed from now: no fire by itself
+        log.info(
+            "config.reloaded",
+            added=sorted(new_tasks.keys() - old_tasks.keys()),
+            removed=sorted(old_tasks.keys() - new_tasks.keys()),
+        )
+        return True
+
+    def shutdown(self, grace: float | None = None) -> None:
+        """Stop firing; give running tasks ``shutdown_grace`` to finish, then kill them."""
+        grace = self.app.config.shutdown_grace if grace is None else grace
+        if self.scheduler is not None and self.scheduler.running:
+            self.scheduler.shutdown(wait=False)
+        in_flight = list(self.running.values())
+        log.info("daemon.stopping", running=sorted(self.running), grace_s=grace)
+        if in_flight and wait_for(in_flight, timeout=grace).not_done:
+            self.stop_attempts.set()  # attempts are killed and recorded as interrupted
+        if self.pool is not None:
+            self.pool.shutdown(wait=True)
+        if self.http is not None:
+            self.http.stop()
+        if self.zygote is not None:
+            self.zygote.stop()
+        self.app.close()
+        self._exit.close()
+        log.info("daemon.stopped")
+
+    def healthy(self) -> bool:
+        thread = getattr(self.scheduler, "_thread", None)
+        alive = bool(self.scheduler and self.scheduler.running and thread and thread.is_alive())
+        zygote = self.zygote is not None and self.zygote.alive()
+        return alive and zygote and time.monotonic() - self.heartbeat < 3 * HEARTBEAT_S
+
+    # -- helpers ----------------------------------------------------------------------
+
+    @staticmethod
+    def _scheduled(app: App) -> list[Task]:
+        return [t for t in app.tasks.values() if t.enabled and t.schedule]
+
+    def _add_job(self, task: Task) -> None:
+        trig = schedule.trigger(schedule.parse(task.schedule or ""), task.timezone)
+        self.scheduler.add_job(
+            _never_called, trig, id=task.name, name=task.name, replace_existing=True
+        )
+
+    def _settle_missed(
+        self, app: App, task: Task, passed: list[datetime], now: datetime, reason: str
+    ) -> None:
+        """Run or record fires that passed unrun, as the task's ``on_missed`` says."""
+        trig = schedule.trigger(schedule.parse(task.schedule or ""), task.timezone)
+        window = task.catchup_window or min(schedule.interval_s(trig, now), 86400.0)
+        in_window = [t for t in passed if t >= now - timedelta(seconds=window)]
+        if task.on_missed == "run_once":
+            to_run = in_window[-1:]
+        elif task.on_missed == "run_all":
+            to_run = in_window[-task.catchup_max :]
+        else:
+            to_run = []
+        not_run = [t for t in passed if t not in to_run]
+        store = app.store()
+        if not_run:
+            self.metrics.missed.labels(task.name).inc(len(not_run))
+            store.claim_slot(task.name, not_run[-1].isoformat(), slot_key(task), "missed")
+            summary = (
+                f"missed {len(not_run)} slot(s) from {not_run[0].isoformat()} to "
+                f"{not_run[-1].isoformat()}: {reason} (on_missed: {task.on_missed})"
+            )
+            store.record(
+                _final_record(
+                    task,
+                    "missed",
+                    summary,
+                    not_run[-1],
+                    {"slots": [t.isoformat() for t in not_run[-100:]], "count": len(not_run)},
+                )
+            )
+            log.warning(
+                "slots.missed",
+                task=task.name,
+                count=len(not_run),
+                first=not_run[0].isoformat(),
+                last=not_run[-1].isoformat(),
+                on_missed=task.on_missed,
+            )
+        if to_run:
+            self._dispatch(app, task, to_run, "catch-up", now)
+
+    def _dispatch(
+        self, app: App, task: Task, slots: list[datetime], trigger: str, now: datetime
+    ) -> None:
+        """Claim the slots and hand them to a worker, unless the task is still running."""
+        store = app.store()
+        with self._lock:
+            busy = self.running.get(task.name)
+            if busy is not None:
+                for slot in slots:
+                    if store.claim_slot(task.name, slot.isoformat(), slot_key(task), "skipped"):
+                        self.metrics.skipped.labels(task.name).inc()
+                        store.record(
+                            _final_record(task, "skipped", "skipped: still running", slot, {})
+                        )
+                        log.warning(
+                            "slot.skipped",
+                            task=task.name,
+                            scheduled_for=slot.isoformat(),
+                            reason="still running",
+                        )
+                return
+            claimed = [
+                s
+                for s in slots
+                if store.claim_slot(
+                    task.name,
+                    s.isoformat(),
+                    slot_key(task),
+                    f"{socket.gethostname()}:{os.getpid()}",
+                )
+            ]
+            if not claimed or self.pool is None:
+                return
+            self.running[task.name] = self.pool.submit(self._run, app, task, claimed, trigger)
+        lag = (self.clock() - claimed[-1]).total_seconds()
+        log.info(
+            "task.fired",
+            task=task.name,
+            scheduled_for=claimed[-1].isoformat(),
+            trigger=trigger,
+            dispatch_lag_ms=round(lag * 1000, 3),
+        )
+
+    def _run(self, app: App, task: Task, slots: list[datetime], trigger: str) -> None:
+        try:
+            for slot in slots:
+                if self.stop_attempts.wait(jitter_delay(task, slot)):
+                    return
+                try:
+                    record = runner.run_task(
+                        app,
+                        task.name,
+                        trigger=trigger,
+                        scheduled_for=slot,
+                        stop=self.stop_attempts,
+                        purpose="toilbox daemon",
+                        zygote=self.zygote,
+                    )
+                except AlreadyRunning as exc:
+                    app.store().record(_final_record(task, "skipped", f"skipped: {exc}", slot, {}))
+                    self.metrics.skipped.labels(task.name).inc()
+                    log.warning("slot.skipped", task=task.name, reason=str(exc))
+                    continue
+                self.metrics.run_finished(record)
+        except ToilboxError as exc:
+            log.error("run.failed_to_start", task=task.name, error=str(exc))
+        except Exception:
+            log.exception("run.crashed_in_daemon", task=task.name)
+        finally:
+            with self._lock:
+                self.running.pop(task.name, None)
+
+
+def _final_record(
+    task: Task, status: str, summary: str, slot: datetime, data: dict[str, Any]
+) -> RunRecord:
+    now = now_iso()
+    return RunRecord(
+        run_id=runner.new_run_id(),
+        task=task.name,
+        task_type=task.type.name,
+        status=status,
+        trigger="schedule",
+        started_at=now,
+        finished_at=now,
+        hostname=socket.gethostname(),
+        pid=os.getpid(),
+        scheduled_for=slot.isoformat(),
+        summary=summary,
+        data=data,
+        duration_s=0.0,
+    )
+
+
+@contextlib.contextmanager
+def _signals(
+    requests: list[str], wake: threading.Event, on_second_stop: Callable[[], None]
+) -> Iterator[None]:
+    """Signal handlers only note the request and wake the main loop."""
+
+    def handler(signum: int, frame: object) -> None:
+        request = "reload" if signum == signal.SIGHUP else "stop"
+        if request == "stop" and "stop" in requests:
+            on_second_stop()  # a second Ctrl-C: stop waiting for running tasks
+        requests.append(request)
+        wake.set()
+
+    previous = {
+        s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+    }
+    try:
+        yield
+    finally:
+        for signum, old in previous.items():
+            signal.signal(signum, old)
+
+
+def serve(config_option: str | None) -> int:
+    """``toilbox daemon``: run until SIGTERM or SIGINT; SIGHUP reloads the config."""
+    from toilbox.systemd import Notifier
+
+    notifier = Notifier()
+    daemon = Daemon(config_option)
+    requests: list[str] = []
+    wake = threading.Event()
+    with _signals(requests, wake, daemon.stop_attempts.set):
+        daemon.start()
+        notifier.ready()
+        while True:
+            wake.wait(notifier.watchdog_interval(HEARTBEAT_S))
+            wake.clear()
+            daemon.heartbeat = time.monotonic()
+            if daemon.zygote is not None and not daemon.zygote.alive():
+                log.error(
+                    "zygote.died",
+                    error="no attempt can start; stopping so a supervisor restarts the daemon",
+                )
+                notifier.stopping()
+                daemon.shutdown(grace=0)
+                return 1
+            if daemon.healthy():
+                notifier.watchdog()
+            while requests:
+                if requests.pop(0) == "stop":
+                    notifier.stopping()
+                    daemon.shutdown()
+                    return 0
+                notifier.reloading()
+                daemon.reload()
+                notifier.ready()
