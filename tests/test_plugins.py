@@ -37,10 +37,10 @@ GOOD = """
 
 def test_standard_plugins_come_through_the_entry_point_group():
     host = plugins.build()
-    standard = [p for p in host.plugins if p.source == "standard"]
-    assert [p.name for p in standard] == ["checks"]
-    assert standard[0].location == "toilbox_checks"
-    assert {"check.command", "check.disk"} <= set(standard[0].task_types)
+    standard = {p.name: p for p in host.plugins if p.source == "standard"}
+    assert "checks" in standard
+    assert all(p.location.startswith("toilbox_") for p in standard.values())
+    assert {"check.command", "check.disk"} <= set(standard["checks"].task_types)
     assert host.task_types["check.disk"].plugin == "checks"
 
 
@@ -108,7 +108,7 @@ def test_plugins_command_works_without_a_config(cli):
     result = cli("plugins", "--json")
     assert result.code == 0
     listed = json.loads(result.out)
-    assert listed[0]["name"] == "checks"
+    assert "checks" in [p["name"] for p in listed]
     assert set(listed[0]) == {"name", "version", "source", "location", "hooks", "task_types",
                               "status", "error"}
     table = cli("plugins")

@@ -64,11 +64,16 @@ def slot_key(task: Task) -> str:
     return f"{task.schedule} {task.timezone}"
 
 
+def iso(moment: datetime) -> str:
+    """Slots are stored in UTC, so one instant is always one string, and strings sort."""
+    return moment.astimezone(UTC).isoformat()
+
+
 def jitter_delay(task: Task, slot: datetime) -> float:
     """A random delay up to the task's jitter, the same for the same slot (restarts agree)."""
     if not task.jitter:
         return 0.0
-    digest = hashlib.sha256(f"{task.name}@{slot.isoformat()}".encode()).digest()
+    digest = hashlib.sha256(f"{task.name}@{iso(slot)}".encode()).digest()
     return task.jitter * int.from_bytes(digest[:8], "big") / 2**64
 
 
@@ -227,10 +232,10 @@ class Daemon:
         store = app.store()
         if not_run:
             self.metrics.missed.labels(task.name).inc(len(not_run))
-            store.claim_slot(task.name, not_run[-1].isoformat(), slot_key(task), "missed")
+            store.claim_slot(task.name, iso(not_run[-1]), slot_key(task), "missed")
             summary = (
-                f"missed {len(not_run)} slot(s) from {not_run[0].isoformat()} to "
-                f"{not_run[-1].isoformat()}: {reason} (on_missed: {task.on_missed})"
+                f"missed {len(not_run)} slot(s) from {iso(not_run[0])} to "
+                f"{iso(not_run[-1])}: {reason} (on_missed: {task.on_missed})"
             )
             store.record(
                 _final_record(
@@ -238,15 +243,15 @@ class Daemon:
                     "missed",
                     summary,
                     not_run[-1],
-                    {"slots": [t.isoformat() for t in not_run[-100:]], "count": len(not_run)},
+                    {"slots": [iso(t) for t in not_run[-100:]], "count": len(not_run)},
                 )
             )
             log.warning(
                 "slots.missed",
                 task=task.name,
                 count=len(not_run),
-                first=not_run[0].isoformat(),
-                last=not_run[-1].isoformat(),
+                first=iso(not_run[0]),
+                last=iso(not_run[-1]),
                 on_missed=task.on_missed,
             )
         if to_run:
@@ -261,7 +266,7 @@ class Daemon:
             busy = self.running.get(task.name)
             if busy is not None:
                 for slot in slots:
-                    if store.claim_slot(task.name, slot.isoformat(), slot_key(task), "skipped"):
+                    if store.claim_slot(task.name, iso(slot), slot_key(task), "skipped"):
                         self.metrics.skipped.labels(task.name).inc()
                         store.record(
                             _final_record(task, "skipped", "skipped: still running", slot, {})
@@ -269,7 +274,7 @@ class Daemon:
                         log.warning(
                             "slot.skipped",
                             task=task.name,
-                            scheduled_for=slot.isoformat(),
+                            scheduled_for=iso(slot),
                             reason="still running",
                         )
                 return
@@ -278,7 +283,7 @@ class Daemon:
                 for s in slots
                 if store.claim_slot(
                     task.name,
-                    s.isoformat(),
+                    iso(s),
                     slot_key(task),
                     f"{socket.gethostname()}:{os.getpid()}",
                 )
@@ -290,7 +295,7 @@ class Daemon:
         log.info(
             "task.fired",
             task=task.name,
-            scheduled_for=claimed[-1].isoformat(),
+            scheduled_for=iso(claimed[-1]),
             trigger=trigger,
             dispatch_lag_ms=round(lag * 1000, 3),
         )
@@ -339,7 +344,7 @@ def _final_record(
         finished_at=now,
         hostname=socket.gethostname(),
         pid=os.getpid(),
-        scheduled_for=slot.isoformat(),
+        scheduled_for=iso(slot),
         summary=summary,
         data=data,
         duration_s=0.0,

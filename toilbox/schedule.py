@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from toilbox.units import parse_duration
@@ -112,12 +112,11 @@ def trigger(parsed: Schedule, timezone: str) -> Any:
 
     Cron semantics are kept where APScheduler differs: day-of-week 0 is Sunday, and when
     both day-of-month and day-of-week are restricted a day matching either one fires.
+    Cron schedules are read on the wall clock (see ``WallClockCron``) for DST.
     """
-    from datetime import datetime
     from zoneinfo import ZoneInfo
 
     from apscheduler.triggers.combining import OrTrigger
-    from apscheduler.triggers.cron import CronTrigger
     from apscheduler.triggers.interval import IntervalTrigger
 
     tz = ZoneInfo(timezone)
@@ -126,18 +125,57 @@ def trigger(parsed: Schedule, timezone: str) -> Any:
             seconds=parsed.every_s, start_date=datetime.fromisoformat(ANCHOR_EPOCH), timezone=tz
         )
     minute, hour, dom, month, dow = (parsed.cron or "* * * * *").split(" ")
-    day_names = ",".join(
-        ("sun", "mon", "tue", "wed", "thu", "fri", "sat")[d] for d in cron_days_of_week(dow)
-    )
-    common = {"minute": minute, "hour": hour, "month": month, "timezone": tz}
+    day_names = ",".join(_DAYS[d] for d in cron_days_of_week(dow))
+    common = {"minute": minute, "hour": hour, "month": month}
     if dom != "*" and dow != "*":
-        return OrTrigger(
-            [
-                CronTrigger(day=dom, **common),
-                CronTrigger(day_of_week=day_names, **common),
-            ]
-        )
-    return CronTrigger(day=dom, day_of_week=day_names if dow != "*" else "*", **common)
+        return OrTrigger([
+            wall_clock_cron(tz, day=dom, **common),
+            wall_clock_cron(tz, day_of_week=day_names, **common),
+        ])
+    return wall_clock_cron(tz, day=dom, day_of_week=day_names if dow != "*" else "*", **common)
+
+
+def wall_clock_cron(tz: Any, **fields: str) -> Any:
+    """A cron trigger that reads its fields on the local wall clock, as cron does.
+
+    APScheduler 3's own CronTrigger fires a 01:30 job twice on a fall-back day and then
+    returns the same time forever (the scheduler loop spins).  Here fire times are found
+    on the wall clock (a DST-free timeline) and then placed in real time: a wall time
+    that happens twice fires once, at its first occurrence, unless the job runs every
+    hour (hour "*"), which then also fires in the repeated hour; a wall time that does
+    not exist (spring forward) fires once, just after the jump.
+    """
+    from apscheduler.triggers.base import BaseTrigger
+    from apscheduler.triggers.cron import CronTrigger
+
+    hourly = fields.get("hour") == "*"
+    wall = CronTrigger(timezone=UTC, **fields)
+
+    class WallClockCron(BaseTrigger):  # type: ignore[misc]
+        def get_next_fire_time(self, previous: datetime | None, now: datetime) -> datetime | None:
+            after = previous or now - _EPSILON  # strictly after previous, else at or after now
+            start = after.astimezone(tz).replace(tzinfo=None)
+            probe = (start - timedelta(hours=2 if hourly else 0)).replace(tzinfo=UTC)
+            best: datetime | None = None
+            best_wall: datetime | None = None
+            for _ in range(1000):
+                found = wall.get_next_fire_time(None, probe)
+                if found is None:
+                    break
+                naive = found.replace(tzinfo=None)
+                if best_wall is not None and naive > best_wall + timedelta(hours=3):
+                    break  # no later wall time can land earlier in real time
+                for fold in (0, 1) if hourly else (0,):
+                    instant = naive.replace(tzinfo=tz, fold=fold).astimezone(UTC)
+                    if instant > after and (best is None or instant < best):
+                        best, best_wall = instant, naive
+                probe = found + _EPSILON
+            return best.astimezone(tz) if best else None
+
+        def __str__(self) -> str:
+            return f"wall-clock cron {fields} in {tz}"
+
+    return WallClockCron()
 
 
 def fire_times_between(trig: Any, after: datetime, until: datetime, limit: int) -> list[datetime]:
