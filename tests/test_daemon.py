@@ -247,3 +247,50 @@ def test_remote_listen_needs_allow_remote(toilbox, write_config):
     result = toilbox("-c", str(config), "validate")
     assert result.code == 3
     assert "is not a loopback address; set allow_remote: true" in result.err
+
+
+def test_sd_notify_ready_reloading_stopping(write_config, tmp_path):
+    import socket
+
+    notify_path = tmp_path / "notify.sock"
+    receiver = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    receiver.bind(str(notify_path))
+    receiver.settimeout(15)
+    config = write_config("tasks:\n  tick: {uses: check.faults, schedule: every 1m}\n")
+    env = {**os.environ, "NOTIFY_SOCKET": str(notify_path), "WATCHDOG_USEC": "2000000"}
+    process = subprocess.Popen([*TOILBOX, "-c", str(config), "daemon"], env=env,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        messages = [receiver.recv(4096).decode()]
+        assert messages[0].startswith("READY=1")
+        assert f"MAINPID={process.pid}" in messages[0]
+        assert receiver.recv(4096).decode() == "WATCHDOG=1", "pinged within half the period"
+        process.send_signal(signal.SIGHUP)
+        seen = []
+        while not any(m.startswith("READY=1") for m in seen):
+            seen.append(receiver.recv(4096).decode())
+        assert any(m.startswith("RELOADING=1\nMONOTONIC_USEC=") for m in seen)
+        process.send_signal(signal.SIGTERM)
+        while "STOPPING=1" not in seen:
+            seen.append(receiver.recv(4096).decode())
+        assert process.wait(timeout=30) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+        receiver.close()
+
+
+@pytest.mark.skipif(not Path("/usr/bin/systemd-analyze").exists(),
+                    reason="systemd-analyze is not installed here")
+def test_systemd_unit_verifies(tmp_path):
+    import sys
+
+    unit = (Path(__file__).parent.parent / "configs/systemd/toilbox.service").read_text()
+    assert "Type=notify" in unit
+    installed = tmp_path / "toilbox.service"
+    # verify checks that ExecStart exists: point it at this environment's toilbox
+    installed.write_text(unit.replace("/usr/local/bin/toilbox",
+                                      str(Path(sys.executable).parent / "toilbox")))
+    done = subprocess.run(["systemd-analyze", "verify", str(installed)], capture_output=True,
+                          text=True, check=False)
+    assert done.returncode == 0, done.stderr
