@@ -11,7 +11,7 @@ import json
 import os
 import sqlite3
 import threading
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -271,7 +271,8 @@ def _migrate(db: sqlite3.Connection, path: Path) -> None:
 
 
 def _to_row(record: RunRecord) -> dict[str, Any]:
-    row = asdict(record)
+    # Not dataclasses.asdict: it deep-copies metrics and data, only to serialise them.
+    row = {f.name: getattr(record, f.name) for f in fields(record)}
     for column in _JSON_COLUMNS:
         row[column] = json.dumps(row[column]) if row[column] is not None else None
     row["dry_run"] = int(record.dry_run)

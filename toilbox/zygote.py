@@ -17,6 +17,7 @@ group id) cannot be reused and the daemon may safely signal its group.
 from __future__ import annotations
 
 import contextlib
+import gc
 import os
 import pickle
 import signal
@@ -106,6 +107,9 @@ def _serve(sock: socket.socket, daemon_pid: int) -> None:  # pragma: no cover - 
         if os.getppid() != daemon_pid:
             os._exit(0)
         locks.close_inherited()
+        # Everything the zygote holds now is shared with every child: keep the collector
+        # from walking it (and copying every page it touches) in each of them.
+        gc.freeze()
         while True:
             data, fds, _flags, _addr = socket.recv_fds(sock, _MAX_MESSAGE, 2)
             if not data:
