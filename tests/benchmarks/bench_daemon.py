@@ -227,7 +227,7 @@ def bench_idle(count: int = 1000, seconds: float = 60.0) -> None:
     bare.stdout.readline()
     tasks = "".join(f"  t{i}: {{uses: check.noop, schedule: '{i % 60} 3 * * *'}}\n"
                     for i in range(count))
-    root, config = workspace(tasks)
+    _root, config = workspace(tasks)
     toilbox_bin = str(Path(sys.executable).parent / "toilbox")
     daemon = subprocess.Popen([toilbox_bin, "-c", str(config), "daemon"],
                               stderr=subprocess.DEVNULL)
