@@ -239,3 +239,15 @@ def test_killed_runner_leaves_an_abandoned_record_and_no_orphans(toilbox, config
     assert history[0]["status"] == "unknown"
     assert history[0]["error"]["type"] == "abandoned"
     assert f"pid {process.pid} died" in history[0]["error"]["message"]
+
+
+def test_one_shot_path_does_not_import_the_scheduler(config, tmp_path):
+    env = {**os.environ, "XDG_STATE_HOME": str(tmp_path)}
+    done = subprocess.run([sys.executable, "-X", "importtime", "-m", "toilbox", "-c", str(config),
+                           "run", "ok"], capture_output=True, text=True, env=env, check=False)
+    assert done.returncode == 0
+    imported = {line.rsplit("|", 1)[-1].strip() for line in done.stderr.splitlines()
+                if line.startswith("import time:")}
+    assert "toilbox.runner" in imported
+    for heavy in ("apscheduler", "prometheus_client", "toilbox.daemon", "multiprocessing"):
+        assert heavy not in imported, f"{heavy} is imported by `toilbox run`"
