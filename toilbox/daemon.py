@@ -103,7 +103,8 @@ class Daemon:
         self.app.store()  # opening it marks runs left by a dead process as abandoned
         self.zygote = Zygote.start()  # while this process still has a single thread
         self.pool = ThreadPoolExecutor(self.app.config.max_concurrent, "toilbox-run")
-        self.catch_up(self.clock())
+        caught_up_to = self.clock()
+        self.catch_up(caught_up_to)
         self.scheduler = BackgroundScheduler(
             timezone=UTC,
             executors={"default": _Dispatch(self.fire)},
@@ -111,7 +112,7 @@ class Daemon:
             job_defaults={"coalesce": False, "misfire_grace_time": None, "max_instances": 1},
         )
         for task in self._scheduled(self.app):
-            self._add_job(task)
+            self._add_job(task, after=caught_up_to)
         self.scheduler.start()
         if self.app.config.http is not None:
             from toilbox.http import HttpServer
@@ -134,9 +135,13 @@ class Daemon:
         now = self.clock()
         slot, late = run_times[-1], run_times[:-1]
         self.metrics.lag.observe(max(0.0, (now - slot).total_seconds()))
-        if late:
-            self._settle_missed(app, task, late, now, reason="the daemon was busy or asleep")
-        self._dispatch(app, task, [slot], "schedule", now)
+        # Fires that came late together (the daemon was busy or the machine asleep): the
+        # newest is this fire; the older ones are missed, or run first under run_all.
+        caught_up = late[-task.catchup_max :] if task.on_missed == "run_all" else []
+        self._record_missed(
+            app, task, late[: len(late) - len(caught_up)], "the daemon was busy or asleep"
+        )
+        self._dispatch(app, task, [*caught_up, slot], "schedule", now)
 
     def catch_up(self, now: datetime) -> None:
         """Apply each task's ``on_missed`` to the fires that passed while we were down."""
@@ -170,7 +175,7 @@ class Daemon:
         for name, task in new_tasks.items():
             previous = old_tasks.get(name)
             if previous is None or slot_key(previous) != slot_key(task):
-                self._add_job(task)  # the next fire is computed from now: no fire by itself
+                self._add_job(task, after=self.clock())  # from now on: no fire by itself
         log.info(
             "config.reloaded",
             added=sorted(new_tasks.keys() - old_tasks.keys()),
@@ -209,10 +214,18 @@ class Daemon:
     def _scheduled(app: App) -> list[Task]:
         return [t for t in app.tasks.values() if t.enabled and t.schedule]
 
-    def _add_job(self, task: Task) -> None:
+    def _add_job(self, task: Task, after: datetime) -> None:
+        """Schedule from the first fire after ``after``: catch-up covered up to it, so no
+        fire falls between the two, however long start-up takes."""
         trig = schedule.trigger(schedule.parse(task.schedule or ""), task.timezone)
+        first = trig.get_next_fire_time(None, after + timedelta(microseconds=1))
         self.scheduler.add_job(
-            _never_called, trig, id=task.name, name=task.name, replace_existing=True
+            _never_called,
+            trig,
+            id=task.name,
+            name=task.name,
+            replace_existing=True,
+            next_run_time=first,
         )
 
     def _settle_missed(
@@ -228,7 +241,12 @@ class Daemon:
             to_run = in_window[-task.catchup_max :]
         else:
             to_run = []
-        not_run = [t for t in passed if t not in to_run]
+        self._record_missed(app, task, [t for t in passed if t not in to_run], reason)
+        if to_run:
+            self._dispatch(app, task, to_run, "catch-up", now)
+
+    def _record_missed(self, app: App, task: Task, not_run: list[datetime], reason: str) -> None:
+        """One ``missed`` record (and log line) for slots that will never run."""
         store = app.store()
         if not_run:
             self.metrics.missed.labels(task.name).inc(len(not_run))
@@ -254,8 +272,6 @@ class Daemon:
                 last=iso(not_run[-1]),
                 on_missed=task.on_missed,
             )
-        if to_run:
-            self._dispatch(app, task, to_run, "catch-up", now)
 
     def _dispatch(
         self, app: App, task: Task, slots: list[datetime], trigger: str, now: datetime
