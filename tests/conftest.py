@@ -15,6 +15,15 @@ DATA = Path(__file__).parent / "data"
 TOILBOX = [sys.executable, "-m", "toilbox"]
 
 
+@pytest.fixture(autouse=True)
+def _logs_to_this_tests_stderr() -> None:
+    """Logging is configured per process; point it at this test's captured stderr, not a
+    stream an earlier test's capture has closed."""
+    from toilbox import log
+
+    log.configure("json", "info", sys.stderr)
+
+
 @dataclass
 class Invocation:
     code: int
