@@ -98,13 +98,13 @@ def cli(ctx: click.Context, config: str | None, log_format: str | None, log_leve
 @click.pass_obj
 def run(obj: _Obj, task: str, dry_run: bool, force: bool, as_json: bool) -> int:
     """Run TASK once, now, and exit with its Nagios status (0 OK .. 3 UNKNOWN)."""
-    from toilbox.runner import run_task
+    from toilbox.automation import run as run_and_follow
 
     app = obj.app()
     # SIGTERM ends a one-shot run like Ctrl-C: the attempt is killed and recorded.
     previous = signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
-        record = run_task(app, task, dry_run=dry_run, force=force)
+        record = run_and_follow(app, task, dry_run=dry_run, force=force)
     finally:
         signal.signal(signal.SIGTERM, previous)
     if as_json:
@@ -215,13 +215,66 @@ def plugins(obj: _Obj, as_json: bool) -> None:
 
 
 @cli.command()
+@click.argument("check")
+@click.pass_obj
+def reset(obj: _Obj, check: str) -> None:
+    """Close CHECK's open circuit so that automatic fixes may run again."""
+    from toilbox.automation import reset as reset_circuit
+
+    click.echo(reset_circuit(obj.app(), check))
+
+
+@cli.command()
+@click.option(
+    "--remediation",
+    is_flag=True,
+    required=True,
+    help="Stop every automatic fix; checks and notifications go on.",
+)
+@click.pass_obj
+def pause(obj: _Obj, remediation: bool) -> None:
+    """The kill switch: pause all automatic remediation until `toilbox resume`."""
+    from toilbox.automation import PAUSED
+    from toilbox.store import now_iso
+
+    obj.app().store().set_setting(PAUSED, f"by toilbox pause at {now_iso()}")
+    click.echo(
+        "remediation paused: checks and notifications go on; `toilbox resume "
+        "--remediation` undoes it"
+    )
+
+
+@cli.command()
+@click.option("--remediation", is_flag=True, required=True, help="Allow automatic fixes again.")
+@click.pass_obj
+def resume(obj: _Obj, remediation: bool) -> None:
+    """Undo `toilbox pause --remediation`."""
+    from toilbox.automation import PAUSED
+
+    obj.app().store().set_setting(PAUSED, None)
+    click.echo("remediation resumed")
+
+
+@cli.command()
 @click.argument("task", required=False)
 @click.option("--limit", default=20, show_default=True, type=click.IntRange(min=1))
+@click.option(
+    "--chain",
+    "chain_of",
+    metavar="RUN_ID",
+    help="The whole story of a run: check, fixes, verify, notifications.",
+)
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_obj
-def history(obj: _Obj, task: str | None, limit: int, as_json: bool) -> None:
+def history(obj: _Obj, task: str | None, limit: int, chain_of: str | None, as_json: bool) -> None:
     """Show recorded runs, newest first."""
     app = obj.app()
+    if chain_of is not None:
+        from toilbox.automation import chain
+
+        story = chain(app.store(), chain_of)
+        click.echo(json.dumps(story) if as_json else render.chain(story))
+        return
     if task is not None:
         app.task(task)
     records = app.store().history(task, limit)

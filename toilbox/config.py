@@ -71,6 +71,18 @@ def _known_timezone(value: str) -> str:
     return value
 
 
+class Remediate(_Strict):
+    """What to run when a check stays failing, and how often at most."""
+
+    run: list[str] = Field(min_length=1, description="tasks to run, in order")
+    after: int | None = Field(None, ge=1, description="consecutive results; default hard_after")
+    max: int = Field(3, ge=1, description="remediations per check per window")
+    per: Duration = Field(3600.0, gt=0, description="the window for max")
+    verify: bool = Field(True, description="run the check again after the fix")
+    settle: Duration = Field(0.0, ge=0, description="wait this long before verifying")
+    on: Literal["critical", "warning"] = Field("critical", description="the least status to fix")
+
+
 class TaskConfig(_Strict):
     uses: str = Field(description="the task type, e.g. check.disk (see `toilbox plugins`)")
     with_: dict[str, Any] = Field(default_factory=dict, alias="with")
@@ -84,6 +96,10 @@ class TaskConfig(_Strict):
     retry: RetryOverride | None = None
     enabled: bool = True
     description: str | None = None
+    hard_after: int = Field(1, ge=1, le=100, description="results before a problem is HARD")
+    notify: list[str] = Field(default_factory=list, description="apprise URLs, besides the global")
+    remediate: Remediate | None = None
+    ping: str | None = Field(None, description="a Healthchecks-style URL: /start, success, /fail")
 
     @field_validator("schedule")
     @classmethod
@@ -121,6 +137,21 @@ def default_state_dir() -> Path:
     return Path(base) / "toilbox"
 
 
+class NotifyLimit(_Strict):
+    count: int = Field(20, ge=1, description="messages per destination per window")
+    per: Duration = Field(3600.0, gt=0)
+
+
+class RemediationConfig(_Strict):
+    enabled: bool = Field(True, description="false stops every automatic fix (a kill switch)")
+    max_per_hour: int = Field(10, ge=1, description="automatic fixes across all checks")
+
+
+class FlappingConfig(_Strict):
+    window: Duration = Field(3600.0, gt=0)
+    changes: int = Field(6, ge=2, description="state changes within the window that mean flapping")
+
+
 class Config(_Strict):
     state_dir: Path = Field(default_factory=default_state_dir)
     plugin_dirs: list[Path] = Field(default_factory=list)
@@ -128,6 +159,10 @@ class Config(_Strict):
     max_concurrent: int = Field(8, ge=1, le=1024, description="runs at once in the daemon")
     shutdown_grace: Duration = Field(30.0, ge=0, description="for running tasks on SIGTERM")
     http: HttpConfig | None = None
+    notify: list[str] = Field(default_factory=list, description="apprise URLs for every task")
+    notify_limit: NotifyLimit = NotifyLimit()
+    remediation: RemediationConfig = RemediationConfig()
+    flapping: FlappingConfig = FlappingConfig()
     defaults: TaskDefaults = TaskDefaults()
     tasks: dict[str, TaskConfig] = Field(default_factory=dict)
 
@@ -183,6 +218,10 @@ class Task:
     on_missed: str = "run_once"
     catchup_window: float | None = None
     catchup_max: int = 10
+    hard_after: int = 1
+    notify: tuple[str, ...] = ()
+    remediate: Remediate | None = None
+    ping: str | None = None
 
 
 def load(path: Path) -> LoadedConfig:
@@ -242,7 +281,24 @@ def resolve_tasks(loaded: LoadedConfig, host: PluginHost) -> dict[str, Task]:
             on_missed=spec.on_missed,
             catchup_window=spec.catchup_window,
             catchup_max=spec.catchup_max,
+            hard_after=spec.hard_after,
+            notify=tuple(spec.notify),
+            remediate=spec.remediate,
+            ping=spec.ping,
         )
+    for name, task in tasks.items():
+        if task.remediate is None:
+            continue
+        loc = ("tasks", name, "remediate")
+        if task.type.kind != "check":
+            problems.append(
+                loaded.error(loc, f"only checks remediate (this task is a {task.type.kind})")
+            )
+        for index, target in enumerate(task.remediate.run):
+            if target == name:
+                problems.append(loaded.error((*loc, "run", index), "a check cannot fix itself"))
+            elif target not in config.tasks:
+                problems.append(loaded.error((*loc, "run", index), f'no task named "{target}"'))
     if problems:
         raise ConfigError("\n".join(problems))
     return tasks

@@ -28,7 +28,7 @@ import structlog
 from apscheduler.executors.base import BaseExecutor
 from apscheduler.schedulers.background import BackgroundScheduler
 
-from toilbox import locks, runner, schedule
+from toilbox import automation, locks, runner, schedule
 from toilbox.app import App, load_app
 from toilbox.config import Task
 from toilbox.errors import AlreadyRunning, ToilboxError
@@ -322,7 +322,7 @@ class Daemon:
                 if self.stop_attempts.wait(jitter_delay(task, slot)):
                     return
                 try:
-                    record = runner.run_task(
+                    record = automation.run(
                         app,
                         task.name,
                         trigger=trigger,

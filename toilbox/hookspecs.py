@@ -13,6 +13,7 @@ import pluggy
 if TYPE_CHECKING:
     import click
 
+    from toilbox.automation import Notification
     from toilbox.plugins import RegisterTaskType
     from toilbox.store import RunRecord
 
@@ -37,6 +38,17 @@ def run_finished(run: RunRecord) -> None:
 
     ``run`` is the stored record, as ``toilbox history --json`` shows it.  It must not
     raise: an implementation that raises is logged and the other ones still run.
+    """
+
+
+@hookspec
+def notify(notification: Notification) -> None:
+    """Deliver a notification; called in the toilbox process once per HARD state change.
+
+    ``notification`` has ``task``, ``kind`` (problem, recovery, flapping, settled, fixed,
+    circuit_open), ``status``, ``title``, ``body``, ``run_id``, ``chain`` (for fixes: the
+    runs and messages so far) and ``destinations``: the configured URLs still within
+    their rate limit.  toilbox already deduplicated it.  It must not raise.
     """
 
 

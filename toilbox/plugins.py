@@ -28,6 +28,7 @@ from toilbox import hookspecs
 if TYPE_CHECKING:
     import click
 
+    from toilbox.automation import Notification
     from toilbox.context import TaskContext
     from toilbox.result import Result
     from toilbox.store import RunRecord
@@ -105,21 +106,24 @@ class PluginHost:
         return message
 
     def run_finished(self, run: RunRecord) -> None:
-        """Call every ``run_finished`` implementation; one that raises is logged, not fatal."""
-        for impl in self.pm.hook.run_finished.get_hookimpls():
-            try:
-                impl.function(**{name: run for name in impl.argnames if name == "run"})
-            except Exception:
-                log.exception("plugin.hook_failed", hook="run_finished", plugin=impl.plugin_name)
+        self._call_each("run_finished", run=run)
+
+    def notify(self, notification: Notification) -> None:
+        self._call_each("notify", notification=notification)
 
     def register_commands(self, cli: click.Group) -> None:
-        for impl in self.pm.hook.register_commands.get_hookimpls():
+        self._call_each("register_commands", cli=cli)
+
+    def _call_each(self, hook: str, **kwargs: Any) -> None:
+        """Call every implementation on its own: one that raises is logged, not fatal.
+
+        (A plain ``pm.hook.X()`` call stops at the first implementation that raises.)
+        """
+        for impl in getattr(self.pm.hook, hook).get_hookimpls():
             try:
-                impl.function(**{name: cli for name in impl.argnames if name == "cli"})
+                impl.function(**{name: kwargs[name] for name in impl.argnames})
             except Exception:
-                log.exception(
-                    "plugin.hook_failed", hook="register_commands", plugin=impl.plugin_name
-                )
+                log.exception("plugin.hook_failed", hook=hook, plugin=impl.plugin_name)
 
 
 _cache: dict[tuple[Path, ...], PluginHost] = {}

@@ -48,6 +48,21 @@ def _metric(metric: dict[str, Any]) -> str:
     return f"{text} ({', '.join(limits)})" if limits else text
 
 
+def chain(story: Sequence[dict[str, Any]]) -> str:
+    """``history --chain``: one line per step, in order."""
+    lines = []
+    for step in story:
+        if step["kind"] == "notification":
+            sent = ", ".join(step["sent_to"]) or "no destination"
+            lines.append(f"{when(step['created_at'])}  notified: {step['title']} ({sent})")
+        else:
+            lines.append(
+                f"{when(step['started_at'])}  {step['trigger']:<11} {step['task']}: "
+                f"{step['status'].upper()} {step['summary']}  [{step['run_id']}]"
+            )
+    return "\n".join(lines)
+
+
 def when(iso: str | None) -> str:
     """A stored timestamp, short: "2026-11-24 14:05:00", or "-"."""
     return iso[:19].replace("T", " ") if iso else "-"

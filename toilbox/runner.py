@@ -80,6 +80,7 @@ def run_task(
             dry_run=dry_run,
         )
         store.start_run(record)
+        _ping(task.ping, "/start", record)
         with structlog.contextvars.bound_contextvars(task=name, run_id=record.run_id):
             log.info("run.started", trigger=trigger, task_type=task.type.name, dry_run=dry_run)
             started = time.monotonic()
@@ -96,8 +97,28 @@ def run_task(
                 summary=record.summary,
                 error_type=(record.error or {}).get("type"),
             )
+    _ping(task.ping, "/fail" if record.status in ("critical", "unknown") else "", record)
     app.plugins.run_finished(record)
     return record
+
+
+def _ping(url: str | None, suffix: str, record: RunRecord) -> None:
+    """A Healthchecks-style heartbeat: URL/start, URL (success) or URL/fail, with the run id.
+
+    Healthchecks wants ``rid`` to be a UUID, so the run id is mapped to one, stably.
+    A ping that fails is logged; it never fails the run.
+    """
+    if not url or record.dry_run:
+        return
+    import urllib.request
+    import uuid
+
+    rid = uuid.uuid5(uuid.NAMESPACE_URL, f"toilbox:{record.run_id}")
+    target = f"{url.rstrip('/')}{suffix}?rid={rid}"
+    try:
+        urllib.request.urlopen(target, timeout=10).close()  # noqa: S310 -- a configured URL
+    except (OSError, ValueError) as exc:
+        log.warning("ping.failed", url=redact(target), error=str(exc))
 
 
 def _attempts(

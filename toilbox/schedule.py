@@ -128,10 +128,12 @@ def trigger(parsed: Schedule, timezone: str) -> Any:
     day_names = ",".join(_DAYS[d] for d in cron_days_of_week(dow))
     common = {"minute": minute, "hour": hour, "month": month}
     if dom != "*" and dow != "*":
-        return OrTrigger([
-            wall_clock_cron(tz, day=dom, **common),
-            wall_clock_cron(tz, day_of_week=day_names, **common),
-        ])
+        return OrTrigger(
+            [
+                wall_clock_cron(tz, day=dom, **common),
+                wall_clock_cron(tz, day_of_week=day_names, **common),
+            ]
+        )
     return wall_clock_cron(tz, day=dom, day_of_week=day_names if dow != "*" else "*", **common)
 
 

@@ -12,13 +12,46 @@ import os
 import sqlite3
 import threading
 from dataclasses import dataclass, field, fields
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from toilbox.errors import StateError
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
+_AUTOMATION = """
+CREATE TABLE IF NOT EXISTS check_states (
+    task  TEXT PRIMARY KEY,
+    state TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS notifications (
+    id         INTEGER PRIMARY KEY AUTOINCREMENT,
+    dedupe_key TEXT NOT NULL UNIQUE,
+    task       TEXT NOT NULL,
+    kind       TEXT NOT NULL,
+    run_id     TEXT,
+    title      TEXT NOT NULL,
+    body       TEXT NOT NULL,
+    sent_to    TEXT NOT NULL,
+    created_at TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS notifications_run ON notifications (run_id);
+CREATE TABLE IF NOT EXISTS notify_sends (
+    destination TEXT NOT NULL,
+    sent_at     TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS notify_sends_dest ON notify_sends (destination, sent_at);
+CREATE TABLE IF NOT EXISTS remediations (
+    check_task TEXT NOT NULL,
+    run_id     TEXT NOT NULL,
+    started_at TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS remediations_at ON remediations (started_at);
+CREATE TABLE IF NOT EXISTS settings (
+    key   TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
+"""
 _SLOTS = """
 CREATE TABLE IF NOT EXISTS slots (
     task          TEXT NOT NULL,
@@ -58,6 +91,7 @@ CREATE INDEX IF NOT EXISTS runs_started ON runs (started_at);
 CREATE INDEX IF NOT EXISTS runs_running ON runs (status) WHERE status = 'running';
 """
     + _SLOTS
+    + _AUTOMATION
 )
 RUNNING = "running"
 
@@ -65,6 +99,7 @@ RUNNING = "running"
 _MIGRATIONS = {
     2: "ALTER TABLE runs ADD COLUMN details TEXT NOT NULL DEFAULT '';",
     3: _SLOTS,
+    4: _AUTOMATION,
 }
 
 
@@ -240,6 +275,96 @@ class Store:
 
     def size_bytes(self) -> int:
         return sum(p.stat().st_size for p in self.path.parent.glob(self.path.name + "*"))
+
+    # -- automation: check states, notifications, remediation budgets, switches --------
+
+    def check_state(self, task: str) -> dict[str, Any] | None:
+        rows = self._query("SELECT state FROM check_states WHERE task = ?", (task,))
+        return json.loads(rows[0][0]) if rows else None
+
+    def save_check_state(self, task: str, state: dict[str, Any]) -> None:
+        self._write(
+            "INSERT INTO check_states (task, state) VALUES (?, ?)"
+            " ON CONFLICT (task) DO UPDATE SET state = excluded.state",
+            (task, json.dumps(state)),
+        )
+
+    def add_notification(
+        self, dedupe_key: str, task: str, kind: str, run_id: str | None, title: str, body: str
+    ) -> bool:
+        """Record a notification once; False if this one was recorded before."""
+        try:
+            with self._lock:
+                cursor = self._db.execute(
+                    "INSERT OR IGNORE INTO notifications (dedupe_key, task, kind, run_id, title,"
+                    " body, sent_to, created_at) VALUES (?, ?, ?, ?, ?, ?, '[]', ?)",
+                    (dedupe_key, task, kind, run_id, title, body, now_iso()),
+                )
+        except sqlite3.Error as exc:
+            raise StateError(f"state store {self.path}: {exc}") from None
+        return cursor.rowcount == 1
+
+    def set_notification_sent_to(self, dedupe_key: str, destinations: list[str]) -> None:
+        self._write(
+            "UPDATE notifications SET sent_to = ? WHERE dedupe_key = ?",
+            (json.dumps(destinations), dedupe_key),
+        )
+
+    def notifications_for(self, run_ids: list[str]) -> list[dict[str, Any]]:
+        marks = ",".join("?" * len(run_ids))
+        rows = self._query(
+            "SELECT kind, run_id, title, body, sent_to, created_at FROM notifications"  # noqa: S608
+            f" WHERE run_id IN ({marks}) ORDER BY id",
+            tuple(run_ids),
+        )
+        return [{**dict(row), "sent_to": json.loads(row["sent_to"])} for row in rows]
+
+    def take_send_slot(self, destination: str, limit: int, window_s: float) -> bool:
+        """Count one send to ``destination`` unless ``limit`` were sent within the window."""
+        since = (datetime.now(UTC) - timedelta(seconds=window_s)).isoformat()
+        with self._lock:
+            sent = self._db.execute(
+                "SELECT COUNT(*) FROM notify_sends WHERE destination = ? AND sent_at >= ?",
+                (destination, since),
+            ).fetchone()[0]
+            if sent >= limit:
+                return False
+            self._db.execute("INSERT INTO notify_sends VALUES (?, ?)", (destination, now_iso()))
+        return True
+
+    def count_remediations(self, window_s: float, check: str | None = None) -> int:
+        since = (datetime.now(UTC) - timedelta(seconds=window_s)).isoformat()
+        if check is None:
+            rows = self._query("SELECT COUNT(*) FROM remediations WHERE started_at >= ?", (since,))
+        else:
+            rows = self._query(
+                "SELECT COUNT(*) FROM remediations WHERE check_task = ? AND started_at >= ?",
+                (check, since),
+            )
+        return int(rows[0][0])
+
+    def add_remediation(self, check: str, run_id: str) -> None:
+        self._write("INSERT INTO remediations VALUES (?, ?, ?)", (check, run_id, now_iso()))
+
+    def children(self, run_id: str) -> list[RunRecord]:
+        rows = self._query(
+            "SELECT * FROM runs WHERE parent_run_id = ? ORDER BY started_at, rowid", (run_id,)
+        )
+        return [_from_row(row) for row in rows]
+
+    def setting(self, key: str) -> str | None:
+        rows = self._query("SELECT value FROM settings WHERE key = ?", (key,))
+        return str(rows[0][0]) if rows else None
+
+    def set_setting(self, key: str, value: str | None) -> None:
+        if value is None:
+            self._write("DELETE FROM settings WHERE key = ?", (key,))
+        else:
+            self._write(
+                "INSERT INTO settings (key, value) VALUES (?, ?)"
+                " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                (key, value),
+            )
 
     def running(self, hostname: str) -> list[RunRecord]:
         rows = self._query(

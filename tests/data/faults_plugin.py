@@ -21,6 +21,7 @@ class Params(BaseModel):
     summary: str = "all good"
     marker: str | None = None
     fail_times: int = 0
+    state_file: str | None = None
 
 
 def act(ctx: toilbox.TaskContext, params: Params) -> toilbox.Result:
@@ -53,6 +54,14 @@ def act(ctx: toilbox.TaskContext, params: Params) -> toilbox.Result:
         return {"status": "ok"}  # type: ignore[return-value]
     elif params.mode == "unserialisable":
         return toilbox.Result(toilbox.Status.OK, "x", data={"when": object()})
+    elif params.mode == "read_state" and params.state_file:
+        # A service whose health the test controls: the file holds its status.
+        status = Path(params.state_file).read_text().strip()
+        return toilbox.Result(toilbox.Status.from_label(status), f"service is {status}")
+    elif params.mode == "write_state" and params.state_file:
+        # A fix: sets the service's status (to `status`), and succeeds.
+        Path(params.state_file).write_text(params.summary)
+        return toilbox.Result(toilbox.Status.OK, f"set the service to {params.summary}")
     elif params.mode == "flood":
         chunk = "x" * 1023 + "\n"
         for _ in range(100 * 1024):  # 100 MiB through stdout

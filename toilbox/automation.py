@@ -1,0 +1,314 @@
+"""Connect the dots after every run: state, notifications, verified remediation.
+
+A run's result moves its task's state (``checkstate``).  A HARD change notifies; a
+check that stays failing runs its ``remediate`` tasks, then runs again to verify.  A fix
+that did not help, or a budget that ran out, opens the check's circuit: no more
+automatic fixes until it recovers on its own or a human runs ``toilbox reset``.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+import structlog
+
+from toilbox import checkstate, runner
+from toilbox.checkstate import Change, CheckState
+from toilbox.errors import AlreadyRunning, UsageError
+from toilbox.store import RunRecord, Store
+
+if TYPE_CHECKING:
+    from toilbox.app import App
+    from toilbox.config import Task
+
+log = structlog.get_logger("toilbox.automation")
+PAUSED = "remediation_paused"
+Rerun = Callable[[str, str, str], RunRecord]  # (task, trigger, parent run id) -> record
+
+
+@dataclass
+class Notification:
+    """What toilbox tells people; ``destinations`` are the apprise URLs it goes to."""
+
+    task: str
+    kind: str  # problem, recovery, flapping, settled, fixed, circuit_open
+    status: str
+    title: str
+    body: str
+    run_id: str | None
+    destinations: list[str] = field(default_factory=list)
+    chain: list[dict[str, Any]] = field(default_factory=list)
+
+
+def run(app: App, name: str, *, stop: threading.Event | None = None, **kwargs: Any) -> RunRecord:
+    """Run a task, then follow its result through state, notifications and remediation."""
+    record = runner.run_task(app, name, stop=stop, **kwargs)
+    if record.dry_run:
+        return record
+
+    def rerun(target: str, trigger: str, parent: str) -> RunRecord:
+        return runner.run_task(
+            app,
+            target,
+            trigger=trigger,
+            parent_run_id=parent,
+            stop=stop,
+            purpose=kwargs.get("purpose", "toilbox run"),
+            zygote=kwargs.get("zygote"),
+        )
+
+    follow(app, record, rerun, stop)
+    return record
+
+
+def follow(
+    app: App,
+    record: RunRecord,
+    rerun: Rerun,
+    stop: threading.Event | None = None,
+    now: datetime | None = None,
+) -> None:
+    task = app.tasks.get(record.task)
+    if task is None or record.status in ("running", "skipped", "missed"):
+        return
+    state, changes = _advance(app, task, record, now)
+    for change in changes:
+        _notify_change(app, task, state, change, record)
+    if task.remediate is not None:
+        _maybe_remediate(app, task, state, record, rerun, stop)
+
+
+def _advance(
+    app: App, task: Task, record: RunRecord, now: datetime | None
+) -> tuple[CheckState, list[Change]]:
+    store = app.store()
+    raw = store.check_state(task.name)
+    state = CheckState.from_json(raw) if raw else CheckState(task.name, since=record.started_at)
+    flap = app.config.flapping
+    changes = checkstate.advance(
+        state, record.status, now or datetime.now(UTC), task.hard_after, flap.window, flap.changes
+    )
+    store.save_check_state(task.name, state.to_json())
+    return state, changes
+
+
+def _notify_change(
+    app: App, task: Task, state: CheckState, change: Change, record: RunRecord
+) -> None:
+    if state.flapping and change.kind in ("problem", "recovery"):
+        log.info("notify.suppressed", task=task.name, reason="flapping", change=change.kind)
+        return
+    if change.kind == "problem":
+        failed = f" after {record.attempts} attempt(s)" if record.error else ""
+        title = f"{task.name} is {change.status.upper()}{failed}"
+        body = record.summary
+    elif change.kind == "recovery":
+        title = f"{task.name} recovered"
+        body = f"OK again after {_duration(change.outage_s or 0)}: {record.summary}"
+    elif change.kind == "flapping":
+        title = f"{task.name} is flapping"
+        body = "Its state changes too often; notifications pause until it settles."
+    else:
+        title = f"{task.name} settled"
+        body = f"Now {change.status.upper()}: {record.summary}"
+    send(
+        app,
+        task,
+        Notification(task.name, change.kind, change.status, title, body, record.run_id),
+        key=f"{change.kind}:{state.since}",
+    )
+
+
+def send(app: App, task: Task, notification: Notification, key: str) -> None:
+    """Notify once per ``key``, to each destination within its rate limit."""
+    store = app.store()
+    if not store.add_notification(
+        f"{task.name}:{key}",
+        task.name,
+        notification.kind,
+        notification.run_id,
+        notification.title,
+        notification.body,
+    ):
+        return  # told already
+    limit = app.config.notify_limit
+    wanted = list(dict.fromkeys([*app.config.notify, *task.notify]))
+    notification.destinations = [
+        d for d in wanted if store.take_send_slot(d, limit.count, limit.per)
+    ]
+    if len(notification.destinations) < len(wanted):
+        log.warning(
+            "notify.rate_limited",
+            task=task.name,
+            kind=notification.kind,
+            dropped=len(wanted) - len(notification.destinations),
+        )
+    store.set_notification_sent_to(f"{task.name}:{key}", notification.destinations)
+    log.info(
+        "notify.sent",
+        task=task.name,
+        kind=notification.kind,
+        title=notification.title,
+        destinations=len(notification.destinations),
+    )
+    app.plugins.notify(notification)
+
+
+def _maybe_remediate(
+    app: App,
+    task: Task,
+    state: CheckState,
+    record: RunRecord,
+    rerun: Rerun,
+    stop: threading.Event | None,
+) -> None:
+    plan = task.remediate
+    if plan is None or not _due(task, state, record) or not _allowed(app, task, state, record):
+        return
+    if not _run_fixes(app, task, state, record, rerun) or not plan.verify:
+        return
+    if plan.settle and (stop or threading.Event()).wait(plan.settle):
+        return  # told to stop while settling
+    check = rerun(task.name, "verify", record.run_id)
+    state, _ = _advance(app, task, check, None)  # the fix's outcome speaks, not a recovery
+    if check.status == "ok":
+        send(
+            app,
+            task,
+            Notification(
+                task.name,
+                "fixed",
+                "ok",
+                f"{task.name} was fixed automatically",
+                f"Ran {', '.join(plan.run)}; the check is OK again.",
+                record.run_id,
+                chain=chain(app.store(), record.run_id),
+            ),
+            key=f"fixed:{record.run_id}",
+        )
+    else:
+        _open_circuit(
+            app, task, state, record, f"still {check.status.upper()} after the fix: {check.summary}"
+        )
+
+
+def _due(task: Task, state: CheckState, record: RunRecord) -> bool:
+    """A HARD problem, bad enough, for long enough, seen by a regular run."""
+    plan = task.remediate
+    if plan is None or record.trigger in ("verify", "remediation"):
+        return False
+    bad = ("critical",) if plan.on == "critical" else ("warning", "critical")
+    return record.status in bad and state.hard and state.count >= (plan.after or task.hard_after)
+
+
+def _allowed(app: App, task: Task, state: CheckState, record: RunRecord) -> bool:
+    """Switches, the circuit and the budgets; a spent budget opens the circuit."""
+    plan, store = task.remediate, app.store()
+    assert plan is not None  # noqa: S101 -- _due checked it
+    why_not = _why_not(app, state, store)
+    if why_not:
+        log.info("remediation.held", task=task.name, reason=why_not)
+        return False
+    if store.count_remediations(plan.per, task.name) >= plan.max:
+        _open_circuit(
+            app, task, state, record, f"budget spent: {plan.max} fix(es) per {_duration(plan.per)}"
+        )
+        return False
+    hourly = app.config.remediation.max_per_hour
+    if store.count_remediations(3600) >= hourly:
+        _open_circuit(
+            app, task, state, record, f"the global budget of {hourly} fixes per hour is spent"
+        )
+        return False
+    return True
+
+
+def _run_fixes(app: App, task: Task, state: CheckState, record: RunRecord, rerun: Rerun) -> bool:
+    """Run the fixes in order; False (and the circuit open) if one did not succeed."""
+    plan, store = task.remediate, app.store()
+    assert plan is not None  # noqa: S101 -- _due checked it
+    for target in plan.run:
+        log.info("remediation.started", task=task.name, fix=target, run_id=record.run_id)
+        try:
+            fix = rerun(target, "remediation", record.run_id)
+        except AlreadyRunning as exc:
+            log.warning("remediation.deferred", task=task.name, fix=target, reason=str(exc))
+            return False
+        store.add_remediation(task.name, fix.run_id)
+        if fix.status != "ok":
+            _open_circuit(
+                app, task, state, record, f"the fix {target} ended {fix.status}: {fix.summary}"
+            )
+            return False
+    return True
+
+
+def _why_not(app: App, state: CheckState, store: Store) -> str | None:
+    if not app.config.remediation.enabled:
+        return "remediation is disabled in the config (remediation.enabled: false)"
+    if store.setting(PAUSED):
+        return f"remediation is paused ({store.setting(PAUSED)})"
+    if state.circuit_open:
+        return f"the circuit is open: {state.circuit_reason}"
+    if state.flapping:
+        return "the check is flapping"
+    return None
+
+
+def _open_circuit(app: App, task: Task, state: CheckState, record: RunRecord, reason: str) -> None:
+    state.circuit_open, state.circuit_reason = True, reason
+    app.store().save_check_state(task.name, state.to_json())
+    log.warning("circuit.opened", task=task.name, reason=reason)
+    send(
+        app,
+        task,
+        Notification(
+            task.name,
+            "circuit_open",
+            state.status,
+            f"{task.name} needs a human",
+            f"Automatic fixes stopped: {reason}. Fix it, then `toilbox reset {task.name}`.",
+            record.run_id,
+            chain=chain(app.store(), record.run_id),
+        ),
+        key=f"circuit:{record.run_id}",
+    )
+
+
+def chain(store: Store, run_id: str) -> list[dict[str, Any]]:
+    """The story of a run: the check run, what it triggered, and what was said."""
+    run = store.get(run_id)
+    if run is None:
+        raise UsageError(f'no run with id "{run_id}" in {store.path}')
+    root = (store.get(run.parent_run_id) if run.parent_run_id else None) or run
+    runs = [root, *store.children(root.run_id)]
+    story: list[dict[str, Any]] = [{"kind": "run", **r.to_json(history=True)} for r in runs]
+    for sent in store.notifications_for([r.run_id for r in runs]):
+        story.append({**sent, "notification": sent["kind"], "kind": "notification"})
+    return sorted(story, key=lambda item: item.get("started_at") or item.get("created_at", ""))
+
+
+def reset(app: App, name: str) -> str:
+    task = app.task(name)
+    store = app.store()
+    raw = store.check_state(task.name)
+    if not raw or not raw.get("circuit_open"):
+        return f"{name}: the circuit is not open; nothing to reset"
+    state = CheckState.from_json(raw)
+    state.circuit_open, state.circuit_reason = False, None
+    store.save_check_state(name, state.to_json())
+    log.info("circuit.reset", task=name)
+    return f"{name}: circuit closed; automatic fixes may run again"
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(seconds)
+    if seconds < 120:
+        return f"{seconds}s"
+    if seconds < 7200:
+        return f"{seconds // 60}m"
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
