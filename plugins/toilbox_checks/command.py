@@ -23,7 +23,8 @@ _ORPHAN_PIPE_GRACE = 1.0
 
 
 class Params(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # Built on first use: start-up pays only for the task types a config uses.
+    model_config = ConfigDict(extra="forbid", defer_build=True)
 
     command: list[str] = Field(min_length=1, description="argv: the program, then its arguments")
     env: dict[str, str] = Field(default_factory=dict, description="added to the environment")

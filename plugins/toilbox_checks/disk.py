@@ -55,7 +55,8 @@ DiskThreshold = Annotated[
 
 
 class Params(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # Built on first use: start-up pays only for the task types a config uses.
+    model_config = ConfigDict(extra="forbid", defer_build=True)
 
     # Defaults are written as in the config, so the JSON Schema shows them that way.
     path: str = "/"

@@ -15,7 +15,8 @@ from toilbox_checks.levels import age, at_least, check_order, level
 
 
 class Params(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # Built on first use: start-up pays only for the task types a config uses.
+    model_config = ConfigDict(extra="forbid", defer_build=True)
 
     path: str = Field(description="absolute glob, like /backups/*.tar.gz; ** spans directories")
     warning: Duration | None = Field(default=None, description="age of the newest file that warns")

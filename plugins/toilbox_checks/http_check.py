@@ -80,7 +80,8 @@ Statuses = Annotated[
 
 
 class Params(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # Built on first use: start-up pays only for the task types a config uses.
+    model_config = ConfigDict(extra="forbid", defer_build=True)
 
     url: str = Field(description="http:// or https:// URL")
     method: str = "GET"

@@ -22,7 +22,8 @@ PIDS_KEPT = 50
 
 
 class Params(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # Built on first use: start-up pays only for the task types a config uses.
+    model_config = ConfigDict(extra="forbid", defer_build=True)
 
     name: str | None = Field(default=None, description="process name, as ps -e shows it")
     cmdline: str | None = Field(default=None, description="regex searched in the command line")

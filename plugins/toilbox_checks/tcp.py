@@ -13,7 +13,8 @@ from toilbox_checks.levels import at_least, check_order, endpoint, latency, leve
 
 
 class Params(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # Built on first use: start-up pays only for the task types a config uses.
+    model_config = ConfigDict(extra="forbid", defer_build=True)
 
     host: str = Field(min_length=1, description="a name or an address")
     port: int = Field(ge=1, le=65535)

@@ -30,7 +30,8 @@ DAY = 86400
 
 
 class Params(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # Built on first use: start-up pays only for the task types a config uses.
+    model_config = ConfigDict(extra="forbid", defer_build=True)
 
     host: str | None = Field(default=None, description="a TLS server to connect to")
     port: int = Field(default=443, ge=1, le=65535)
