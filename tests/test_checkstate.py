@@ -53,3 +53,10 @@ def test_flapping_is_marked_then_settles():
     later = advance(state, "ok", T0 + timedelta(hours=3), 1, 3600, 6)
     assert [c.kind for c in later] == ["settled"]
     assert not state.flapping
+
+
+def test_alternating_warning_and_critical_still_becomes_hard():
+    state = CheckState("disk")
+    events = feed(state, ["warning", "critical", "warning"], hard_after=3)
+    assert events == [[], [], ["problem"]]
+    assert state.problem_count == 3

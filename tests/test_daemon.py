@@ -294,3 +294,18 @@ def test_systemd_unit_verifies(tmp_path):
     done = subprocess.run(["systemd-analyze", "verify", str(installed)], capture_output=True,
                           text=True, check=False)
     assert done.returncode == 0, done.stderr
+
+
+def test_the_daemon_redacts_secrets_too(start_daemon, write_config, tmp_path, monkeypatch):
+    monkeypatch.setenv("TB_DAEMON_SECRET", "d43mon-s3cret-value")
+    config = write_config("""
+        tasks:
+          leak: {uses: check.faults, schedule: every 1s, with: {summary: "key=${TB_DAEMON_SECRET}"}}
+    """)
+    daemon = start_daemon(config)
+    wait_for(lambda: runs(tmp_path, "leak", "ok"), 15)
+    assert daemon.stop() == 0
+    assert runs(tmp_path, "leak", "ok")[0].summary == "key=***"
+    log_text = daemon.log_path.read_text()
+    assert "key=***" in log_text
+    assert "d43mon-s3cret-value" not in log_text

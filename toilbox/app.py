@@ -77,6 +77,10 @@ class App:
 
 
 def load_app(config_option: str | None) -> App:
+    """Load and check everything; the config's secrets are redacted from here on."""
+    from toilbox.log import add_secrets
+
     loaded = config_mod.load(find_config(config_option))
+    add_secrets(loaded.secrets)
     host = plugins.load(loaded.config.plugin_dirs)
     return App(loaded, host, config_mod.resolve_tasks(loaded, host))

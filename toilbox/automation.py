@@ -73,8 +73,8 @@ def follow(
     now: datetime | None = None,
 ) -> None:
     task = app.tasks.get(record.task)
-    if task is None or record.status in ("running", "skipped", "missed"):
-        return
+    if task is None or record.status in ("running", "skipped", "missed") or _interrupted(record):
+        return  # a run stopped by a shutdown or Ctrl-C says nothing about the task
     state, changes = _advance(app, task, record, now)
     for change in changes:
         _notify_change(app, task, state, change, record)
@@ -169,11 +169,17 @@ def _maybe_remediate(
     plan = task.remediate
     if plan is None or not _due(task, state, record) or not _allowed(app, task, state, record):
         return
-    if not _run_fixes(app, task, state, record, rerun) or not plan.verify:
+    if not _run_fixes(app, task, state, record, rerun, stop) or not plan.verify:
         return
-    if plan.settle and (stop or threading.Event()).wait(plan.settle):
-        return  # told to stop while settling
-    check = rerun(task.name, "verify", record.run_id)
+    if (stop or threading.Event()).wait(plan.settle) or (stop and stop.is_set()):
+        return  # told to stop while settling: no verdict either way
+    try:
+        check = rerun(task.name, "verify", record.run_id)
+    except AlreadyRunning as exc:
+        log.warning("remediation.verify_deferred", task=task.name, reason=str(exc))
+        return  # the run that holds the check will judge the fix
+    if _interrupted(check):
+        return
     state, _ = _advance(app, task, check, None)  # the fix's outcome speaks, not a recovery
     if check.status == "ok":
         send(
@@ -196,13 +202,18 @@ def _maybe_remediate(
         )
 
 
+def _interrupted(record: RunRecord) -> bool:
+    return bool(record.error and record.error.get("type") == "interrupted")
+
+
 def _due(task: Task, state: CheckState, record: RunRecord) -> bool:
     """A HARD problem, bad enough, for long enough, seen by a regular run."""
     plan = task.remediate
     if plan is None or record.trigger in ("verify", "remediation"):
         return False
     bad = ("critical",) if plan.on == "critical" else ("warning", "critical")
-    return record.status in bad and state.hard and state.count >= (plan.after or task.hard_after)
+    streak = state.problem_count if plan.on == "warning" else state.count
+    return record.status in bad and state.hard and streak >= (plan.after or task.hard_after)
 
 
 def _allowed(app: App, task: Task, state: CheckState, record: RunRecord) -> bool:
@@ -227,11 +238,20 @@ def _allowed(app: App, task: Task, state: CheckState, record: RunRecord) -> bool
     return True
 
 
-def _run_fixes(app: App, task: Task, state: CheckState, record: RunRecord, rerun: Rerun) -> bool:
+def _run_fixes(
+    app: App,
+    task: Task,
+    state: CheckState,
+    record: RunRecord,
+    rerun: Rerun,
+    stop: threading.Event | None,
+) -> bool:
     """Run the fixes in order; False (and the circuit open) if one did not succeed."""
     plan, store = task.remediate, app.store()
     assert plan is not None  # noqa: S101 -- _due checked it
     for target in plan.run:
+        if stop is not None and stop.is_set():
+            return False
         log.info("remediation.started", task=task.name, fix=target, run_id=record.run_id)
         try:
             fix = rerun(target, "remediation", record.run_id)
@@ -239,6 +259,8 @@ def _run_fixes(app: App, task: Task, state: CheckState, record: RunRecord, rerun
             log.warning("remediation.deferred", task=task.name, fix=target, reason=str(exc))
             return False
         store.add_remediation(task.name, fix.run_id)
+        if _interrupted(fix):
+            return False  # stopped, not failed: the circuit stays as it is
         if fix.status != "ok":
             _open_circuit(
                 app, task, state, record, f"the fix {target} ended {fix.status}: {fix.summary}"
@@ -260,6 +282,9 @@ def _why_not(app: App, state: CheckState, store: Store) -> str | None:
 
 
 def _open_circuit(app: App, task: Task, state: CheckState, record: RunRecord, reason: str) -> None:
+    # Re-read: minutes may have passed (fixes, retries) and another run may have written.
+    raw = app.store().check_state(task.name)
+    state = CheckState.from_json(raw) if raw else state
     state.circuit_open, state.circuit_reason = True, reason
     app.store().save_check_state(task.name, state.to_json())
     log.warning("circuit.opened", task=task.name, reason=reason)

@@ -22,6 +22,7 @@ class CheckState:
     hard: bool = True
     since: str | None = None  # when the current status began
     count: int = 0  # consecutive results with this status
+    problem_count: int = 0  # consecutive non-OK results, whatever their status
     problem_since: str | None = None  # start of the current HARD outage
     changes: list[str] = field(default_factory=list)  # recent status changes, for flapping
     flapping: bool = False
@@ -58,9 +59,10 @@ def advance(
     events: list[Change] = []
     previous, was_hard = state.status, state.hard
     stamp = now.isoformat()
+    state.problem_count = state.problem_count + 1 if status != OK else 0
     if status == state.status:
         state.count += 1
-        if status != OK and not state.hard and state.count >= hard_after:
+        if status != OK and not state.hard and state.problem_count >= hard_after:
             state.hard = True
             state.problem_since = state.problem_since or state.since
             events.append(Change("problem", status, OK))
@@ -76,7 +78,7 @@ def advance(
             state.circuit_open, state.circuit_reason = False, None  # recovered on its own
         else:
             escalation = previous != OK and was_hard  # e.g. WARNING to CRITICAL, both HARD
-            state.hard = escalation or hard_after <= 1
+            state.hard = escalation or state.problem_count >= hard_after
             if state.hard:
                 state.problem_since = state.problem_since or stamp
                 events.append(Change("problem", status, previous))

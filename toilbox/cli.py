@@ -20,11 +20,8 @@ class _Obj:
 
     def app(self) -> Any:
         from toilbox.app import load_app
-        from toilbox.log import add_secrets
 
-        app = load_app(self.config)
-        add_secrets(app.loaded.secrets)
-        return app
+        return load_app(self.config)
 
     def has_config(self) -> bool:
         from toilbox.app import find_config
@@ -308,6 +305,69 @@ def schema() -> None:
     from toilbox.schema import config_schema
 
     click.echo(json.dumps(config_schema(plugins_mod.load()), indent=2))
+
+
+@cli.command(name="new-plugin")
+@click.argument("name")
+@click.option("--kind", type=click.Choice(["check", "cleanup", "report"]), required=True)
+@click.option("--dir", "directory", metavar="DIR", help="Where to write (default: ./toilbox-NAME).")
+def new_plugin(name: str, kind: str, directory: str | None) -> None:
+    """Generate a pip-installable plugin package with one working task type and its tests."""
+    from pathlib import Path
+
+    from toilbox.scaffold import new_plugin as generate
+
+    made = generate(name, kind, Path(directory) if directory else None)
+    root = made[0].parents[2]
+    click.echo(f"wrote {len(made)} files to {root}:")
+    click.echo("".join(f"  {path.relative_to(root)}\n" for path in made), nl=False)
+    click.echo(f"next: pip install -e '{root}[test]' && pytest {root} && toilbox plugins")
+
+
+@cli.command()
+@click.option("--window", default="7d", show_default=True, help="How far back: 24h, 7d, ...")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["html", "markdown", "json"]),
+    default="markdown",
+    show_default=True,
+)
+@click.option("-o", "--output", metavar="FILE", help="Write to FILE ({date} allowed), not stdout.")
+@click.pass_obj
+def report(obj: _Obj, window: str, fmt: str, output: str | None) -> None:
+    """Report on the recent history now: what needs attention, tasks, checks, cleanups."""
+    import structlog
+    from pydantic import ValidationError
+
+    from toilbox.context import TaskContext
+    from toilbox.errors import TaskFailed, UsageError
+    from toilbox.runner import new_run_id
+
+    # The report.summary task type (a plugin: the core never imports one), run in this
+    # process so that its "-" target is this terminal.
+    app = obj.app()
+    task_type = app.plugins.task_types.get("report.summary")
+    if task_type is None:
+        raise UsageError(app.plugins.explain_unknown("report.summary"))
+    try:
+        params = task_type.params.model_validate(
+            {"window": window, "format": fmt, "to": [output or "-"]}
+        )
+    except ValidationError as exc:
+        message = exc.errors()[0]["msg"].removeprefix("Value error, ")
+        raise UsageError(f"report: {message}") from None
+    state_dir = app.state_dir / "tasks" / "report"
+    state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    ctx = TaskContext(
+        "report", new_run_id(), 1, False, structlog.get_logger("report.summary"), state_dir
+    )
+    try:
+        result = task_type.fn(ctx, params)
+    except TaskFailed as exc:
+        raise UsageError(f"report: {exc}") from None
+    if output:
+        click.echo(result.summary, err=True)
 
 
 def main(argv: list[str] | None = None) -> NoReturn:

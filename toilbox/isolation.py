@@ -158,6 +158,10 @@ def _from_zygote(spec: AttemptSpec, zygote: Zygote) -> _Child:
     output_r, output_w = os.pipe()
     try:
         pid = zygote.spawn(spec, result_w, output_w)
+    except ZygoteError:
+        os.close(result_r)
+        os.close(output_r)
+        raise
     finally:
         os.close(result_w)
         os.close(output_w)
@@ -223,7 +227,9 @@ def _supervise(attempt: _Child, deadline: float, stop: threading.Event | None) -
         # reused yet: it is safe to kill whatever it left running in its group, which
         # also closes any copy of the pipes those leftovers held.
         _signal_group(attempt.pid, signal.SIGKILL)
-        _drain(attempt.result_r, answer)
+        # The child wrote its answer before exiting; a copy of the pipe kept by something
+        # that escaped the group must not make us wait for an EOF that never comes.
+        _drain(attempt.result_r, answer, nonblocking=True)
         _drain(attempt.output_r, output, nonblocking=True)
         signum, code = attempt.reap()
     finally:

@@ -60,6 +60,11 @@ def configure(fmt: str | None = None, level: str = "info", stream: TextIO | None
         structlog.contextvars.merge_contextvars,
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
+    ]
+    # Tracebacks become text first, so that redaction sees them too.
+    last: list[Any] = [
+        structlog.processors.StackInfoRenderer(),
+        structlog.processors.format_exc_info,
         _redact_processor,
     ]
     renderer: Any = (
@@ -68,12 +73,7 @@ def configure(fmt: str | None = None, level: str = "info", stream: TextIO | None
         else structlog.processors.JSONRenderer()
     )
     structlog.configure(
-        processors=[
-            *shared,
-            structlog.processors.StackInfoRenderer(),
-            structlog.processors.format_exc_info if fmt == "json" else _noop,
-            renderer,
-        ],
+        processors=[*shared, *last, renderer],
         wrapper_class=structlog.make_filtering_bound_logger(_level_number(level)),
         logger_factory=structlog.PrintLoggerFactory(stream),
         cache_logger_on_first_use=False,
@@ -82,7 +82,11 @@ def configure(fmt: str | None = None, level: str = "info", stream: TextIO | None
     handler.setFormatter(
         structlog.stdlib.ProcessorFormatter(
             foreign_pre_chain=[structlog.stdlib.add_logger_name, *shared],
-            processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
+            processors=[
+                structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+                *last,
+                renderer,
+            ],
         )
     )
     root = logging.getLogger()
@@ -104,10 +108,6 @@ def redirect_to(stream: TextIO) -> None:
         return
     structlog.configure(logger_factory=structlog.PrintLoggerFactory(stream))
     _handler[0].setStream(stream)
-
-
-def _noop(logger: Any, method: str, event: MutableMapping[str, Any]) -> Any:
-    return event
 
 
 def _level_number(level: str) -> int:

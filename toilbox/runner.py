@@ -84,9 +84,13 @@ def run_task(
         with structlog.contextvars.bound_contextvars(task=name, run_id=record.run_id):
             log.info("run.started", trigger=trigger, task_type=task.type.name, dry_run=dry_run)
             started = time.monotonic()
-            outcome, attempts = _attempts(
-                app, task, record, dry_run, force, stop, zygote, scheduled_for
-            )
+            try:
+                outcome, attempts = _attempts(
+                    app, task, record, dry_run, force, stop, zygote, scheduled_for
+                )
+            except Exception as exc:  # a bug of ours: record it, never leave a run "running"
+                log.exception("run.crashed_in_runner")
+                outcome, attempts = Outcome("crashed", f"toilbox failed to run it: {exc}"), 0
             _finish(record, outcome, attempts, time.monotonic() - started)
             store.finish_run(record)
             log.info(
@@ -117,7 +121,7 @@ def _ping(url: str | None, suffix: str, record: RunRecord) -> None:
     target = f"{url.rstrip('/')}{suffix}?rid={rid}"
     try:
         urllib.request.urlopen(target, timeout=10).close()  # noqa: S310 -- a configured URL
-    except (OSError, ValueError) as exc:
+    except Exception as exc:
         log.warning("ping.failed", url=redact(target), error=str(exc))
 
 

@@ -322,15 +322,24 @@ class Store:
     def take_send_slot(self, destination: str, limit: int, window_s: float) -> bool:
         """Count one send to ``destination`` unless ``limit`` were sent within the window."""
         since = (datetime.now(UTC) - timedelta(seconds=window_s)).isoformat()
-        with self._lock:
-            sent = self._db.execute(
-                "SELECT COUNT(*) FROM notify_sends WHERE destination = ? AND sent_at >= ?",
-                (destination, since),
-            ).fetchone()[0]
-            if sent >= limit:
-                return False
-            self._db.execute("INSERT INTO notify_sends VALUES (?, ?)", (destination, now_iso()))
-        return True
+        try:
+            with self._lock:
+                # IMMEDIATE: the count and the insert are one step for every process.
+                self._db.execute("BEGIN IMMEDIATE")
+                try:
+                    sent = self._db.execute(
+                        "SELECT COUNT(*) FROM notify_sends WHERE destination = ? AND sent_at >= ?",
+                        (destination, since),
+                    ).fetchone()[0]
+                    if sent < limit:
+                        self._db.execute(
+                            "INSERT INTO notify_sends VALUES (?, ?)", (destination, now_iso())
+                        )
+                finally:
+                    self._db.execute("COMMIT")
+        except sqlite3.Error as exc:
+            raise StateError(f"state store {self.path}: {exc}") from None
+        return bool(sent < limit)
 
     def count_remediations(self, window_s: float, check: str | None = None) -> int:
         since = (datetime.now(UTC) - timedelta(seconds=window_s)).isoformat()
@@ -380,19 +389,49 @@ class Store:
             (now_iso(), error, message, run_id, RUNNING),
         )
 
+    def runs_between(self, since: str, until: str) -> list[RunRecord]:
+        """Runs started in [since, until), oldest first (reports read a window of history)."""
+        rows = self._query(
+            "SELECT * FROM runs WHERE started_at >= ? AND started_at < ?"
+            " ORDER BY started_at, rowid",
+            (since, until),
+        )
+        return [_from_row(row) for row in rows]
+
+    def last_runs_before(self, since: str) -> dict[str, RunRecord]:
+        """The newest finished run of each task started before ``since``: states at a
+        window's start."""
+        rows = self._query(
+            "SELECT r.* FROM runs r JOIN (SELECT task, MAX(started_at) AS started_at FROM runs"
+            " WHERE started_at < ? AND status NOT IN ('skipped', 'missed', 'running')"
+            " GROUP BY task) last USING (task, started_at)",
+            (since,),
+        )
+        return {row["task"]: _from_row(row) for row in rows}
+
 
 def _migrate(db: sqlite3.Connection, path: Path) -> None:
+    if db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION:
+        return
+    # Two processes may open an old store at once: one migrates, the other then sees it done.
+    db.execute("BEGIN IMMEDIATE")
     version = db.execute("PRAGMA user_version").fetchone()[0]
     if version == SCHEMA_VERSION:
+        db.execute("COMMIT")
         return
     if version > SCHEMA_VERSION:
+        db.execute("ROLLBACK")
         raise StateError(f"state store {path} was written by a newer toilbox (schema {version})")
     script = (
         _SCHEMA
         if version == 0
         else "".join(_MIGRATIONS[v] for v in range(version + 1, SCHEMA_VERSION + 1))
     )
-    db.executescript(f"BEGIN; {script} PRAGMA user_version={SCHEMA_VERSION}; COMMIT;")
+    # One statement at a time: executescript() would commit the transaction first.
+    for statement in f"{script}; PRAGMA user_version={SCHEMA_VERSION}".split(";"):
+        if statement.strip():
+            db.execute(statement)
+    db.execute("COMMIT")
 
 
 def _to_row(record: RunRecord) -> dict[str, Any]:

@@ -114,17 +114,29 @@ def _serve(sock: socket.socket, daemon_pid: int) -> None:  # pragma: no cover - 
             data, fds, _flags, _addr = socket.recv_fds(sock, _MAX_MESSAGE, 2)
             if not data:
                 break
-            request = pickle.loads(data)  # noqa: S301 -- from the daemon that forked us
-            if request[0] == "spawn":
-                reply: tuple[Any, ...] = ("pid", _spawn(sock, request[1], fds))
-            elif request[0] == "reap":
-                reply = ("status", request[1], os.waitpid(request[1], 0)[1])
-            else:
-                reply = ("error", f"unknown request {request[0]!r}")
-            sock.send(pickle.dumps(reply))
+            sock.send(pickle.dumps(_answer(sock, data, fds)))
     except BaseException:
         code = 1
     os._exit(code)
+
+
+def _answer(
+    sock: socket.socket, data: bytes, fds: list[int]
+) -> tuple[Any, ...]:  # pragma: no cover
+    """One request's reply; a request that fails is answered with the error, and the
+    zygote goes on serving (it dying would take every running attempt with it)."""
+    try:
+        request = pickle.loads(data)  # noqa: S301 -- from the daemon that forked us
+        if request[0] == "spawn":
+            return ("pid", _spawn(sock, request[1], fds))
+        if request[0] == "reap":
+            return ("status", request[1], os.waitpid(request[1], 0)[1])
+        return ("error", f"unknown request {request[0]!r}")
+    except Exception as exc:
+        for fd in fds:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        return ("error", f"{type(exc).__name__}: {exc}")
 
 
 def _spawn(sock: socket.socket, spec: AttemptSpec, fds: list[int]) -> int:  # pragma: no cover
