@@ -83,7 +83,7 @@ def _run_task(  # pragma: no cover - runs in the child
         attempt=spec.attempt,
         dry_run=spec.dry_run,
         force=spec.force,
-        log=structlog.get_logger(spec.task_type),
+        log=structlog.get_logger(spec.task_type).bind(),  # bound once, not on every call
         state_dir=state_dir,
         console=console,
         scheduled_for=spec.scheduled_for,

@@ -1,0 +1,160 @@
+"""The cleanups' parameters, checked when the config loads so `toilbox validate` catches them.
+
+Roots are refused here when they are relative, not normalised, nested in one another or
+dangerous (``/``, ``/etc``, a home directory...).  The same check runs again at run time
+on the root's real path, which catches a symlink in a parent directory.
+"""
+
+from __future__ import annotations
+
+import os
+import posixpath
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    PlainValidator,
+    WithJsonSchema,
+    field_validator,
+    model_validator,
+)
+
+from toilbox.units import Duration, Size, parse_percent, parse_size
+from toilbox_cleanups.match import compile_globs
+
+# The exact paths refused as roots; their subdirectories are fine (/var/tmp/app is, /var is not).
+DANGEROUS_ROOTS = frozenset(
+    {
+        "/", "/bin", "/boot", "/dev", "/etc", "/home", "/lib", "/lib32", "/lib64", "/libx32",
+        "/lost+found", "/media", "/mnt", "/opt", "/proc", "/root", "/run", "/sbin", "/snap",
+        "/srv", "/sys", "/usr", "/usr/bin", "/usr/include", "/usr/lib", "/usr/lib32",
+        "/usr/lib64", "/usr/libexec", "/usr/local", "/usr/sbin", "/usr/share", "/usr/src",
+        "/var", "/var/backups", "/var/cache", "/var/lib", "/var/local", "/var/log",
+        "/var/mail", "/var/opt", "/var/spool", "/var/www", "/nix", "/nix/store",
+    }
+)
+
+
+def dangerous_reason(path: str) -> str | None:
+    """Why ``path`` (absolute, normalised) is refused as a root, or None if it is not."""
+    if path in DANGEROUS_ROOTS:
+        return "a system directory"
+    if posixpath.dirname(path) == "/home":
+        return "a home directory"
+    homes = {str(Path("~").expanduser()), str(Path("~root").expanduser()),
+             os.environ.get("HOME", "")}
+    if path in {posixpath.normpath(home) for home in homes if home.startswith("/")}:
+        return "a home directory"
+    return None
+
+
+def _root(value: str) -> str:
+    if not value.startswith("/"):
+        raise ValueError(f'roots must be absolute paths, got "{value}"')
+    if "\0" in value:
+        raise ValueError("roots cannot contain a NUL byte")
+    normal = posixpath.normpath(value)
+    normal = "/" + normal.lstrip("/")  # normpath keeps a leading "//"
+    if ".." in value.split("/"):
+        raise ValueError(f'roots must not contain "..", got "{value}" (write "{normal}")')
+    return normal
+
+
+Root = Annotated[str, AfterValidator(_root)]
+
+
+def _percent_or_size(value: Any) -> tuple[str, float]:
+    if isinstance(value, tuple):
+        return value
+    if isinstance(value, str) and value.strip().endswith("%"):
+        return ("percent", parse_percent(value))
+    if isinstance(value, str):
+        try:
+            return ("bytes", float(parse_size(value)))
+        except ValueError:
+            pass
+    got = f'"{value}"' if isinstance(value, str) else repr(value)
+    raise ValueError(f"expected a percentage like 15% or a size like 10GiB, got {got}")
+
+
+def _show_free(value: tuple[str, float]) -> str:
+    return f"{value[1]:g}%" if value[0] == "percent" else f"{int(value[1])}B"
+
+
+FreeTarget = Annotated[
+    tuple[str, float],
+    PlainValidator(_percent_or_size),
+    PlainSerializer(_show_free, return_type=str),
+    WithJsonSchema({"type": "string", "description": "free space wanted: 15% or 10GiB"}),
+]
+"""``15%`` of the filesystem free, or ``10GiB`` free."""
+
+
+class CommonParams(BaseModel):
+    """What every cleanup shares: where, what, how much at most, and the safety switches."""
+
+    # defer_build: the schema is built on first use, not on every `toilbox` start-up.
+    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
+
+    roots: list[Root] = Field(min_length=1)
+    include: list[str] = Field(default_factory=list)
+    exclude: list[str] = Field(default_factory=list)
+    max_delete: int | None = Field(default=10_000, ge=0)
+    max_delete_bytes: Size | None = None
+    one_filesystem: bool = True
+    allow_dangerous_root: bool = False
+
+    @field_validator("include", "exclude")
+    @classmethod
+    def _globs_compile(cls, value: list[str]) -> list[str]:
+        compile_globs(value)  # raises ValueError with the bad pattern
+        return value
+
+    @model_validator(mode="after")
+    def _safe_roots(self) -> CommonParams:
+        for index, root in enumerate(self.roots):
+            reason = dangerous_reason(root)
+            if reason and not self.allow_dangerous_root:
+                raise ValueError(
+                    f"roots[{index}]: {root} is {reason}; refused unless allow_dangerous_root: true"
+                )
+            for other in self.roots[:index]:
+                if root == other:
+                    raise ValueError(f"roots[{index}]: {root} is listed twice")
+                if root.startswith(other.rstrip("/") + "/") or other.startswith(root + "/"):
+                    raise ValueError(f"roots[{index}]: {root} and {other} overlap")
+        return self
+
+
+class FilesParams(CommonParams):
+    older_than: Duration | None = None
+    age_by: Literal["mtime", "atime", "ctime"] = "mtime"
+    larger_than: Size | None = None
+    keep_newest: int | None = Field(default=None, ge=0)
+    max_total_size: Size | None = None
+    min_free: FreeTarget | None = None
+    workers: int | None = Field(default=None, ge=1, le=64)
+
+
+class EmptyDirsParams(CommonParams):
+    older_than: Duration | None = None
+    age_by: Literal["mtime", "atime", "ctime"] = "mtime"
+
+
+class LogsParams(CommonParams):
+    include: list[str] = Field(default_factory=lambda: ["*.log"])
+    compress_after: Duration | None = None
+    delete_after: Duration | None = None
+    keep: int = Field(default=5, ge=0)
+    compress_level: int = Field(default=6, ge=1, le=9)
+
+    @model_validator(mode="after")
+    def _something_to_do(self) -> LogsParams:
+        if self.compress_after is None and self.delete_after is None:
+            raise ValueError("set compress_after, delete_after or both")
+        return self
