@@ -190,3 +190,57 @@ def test_healthchecks_pings(cli, write_config, receiver, service):
     paths = [p.split("?")[0] for p in receiver.pings]
     assert paths == ["/ping/abc/start", "/ping/abc", "/ping/def/start", "/ping/def/fail"]
     assert all("rid=" in p for p in receiver.pings)
+
+
+class FlakyService:
+    """A real HTTP service on 127.0.0.1 that answers 503 until its state file says ok."""
+
+    def __init__(self, state: Path) -> None:
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                healthy = state.read_text().strip() == "ok"
+                body = b"healthy\n" if healthy else b"overloaded\n"
+                self.send_response(200 if healthy else 503)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args: object) -> None:
+                return
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/health"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+
+def test_http_service_soft_hard_fixed_then_recovery_is_quiet(cli, write_config, receiver,
+                                                             service):
+    web = FlakyService(service)
+    try:
+        config = write_config(f"""
+            notify: ["json://127.0.0.1:{receiver.port}/hook"]
+            defaults: {{retry: {{attempts: 1}}}}
+            tasks:
+              web:
+                uses: check.http
+                hard_after: 2
+                with: {{url: "{web.url}", timeout: 5s}}
+                remediate: {{run: [restart-web], verify: true}}
+              restart-web:
+                uses: check.faults
+                with: {{mode: write_state, state_file: "{service}", summary: ok}}
+        """)
+        soft = cli("-c", str(config), "run", "web", "--json")
+        assert soft.code == 2 and "503" in json.loads(soft.out)["summary"]
+        assert receiver.titles == [], "SOFT"
+        hard = cli("-c", str(config), "run", "web", "--json")
+        assert hard.code == 2
+        assert receiver.titles == ["web is CRITICAL", "web was fixed automatically"]
+        story = json.loads(cli("-c", str(config), "history", "--chain",
+                               json.loads(hard.out)["run_id"], "--json").out)
+        assert [(s["trigger"], s["status"]) for s in story if s["kind"] == "run"] == [
+            ("manual", "critical"), ("remediation", "ok"), ("verify", "ok")]
+        assert cli("-c", str(config), "run", "web").code == 0
+        assert len(receiver.titles) == 2, "the fix was announced; nothing more to say"
+    finally:
+        web.server.shutdown()
