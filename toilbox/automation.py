@@ -89,10 +89,12 @@ def _advance(
     raw = store.check_state(task.name)
     state = CheckState.from_json(raw) if raw else CheckState(task.name, since=record.started_at)
     flap = app.config.flapping
+    healthy_as_before = raw is not None and state.status == record.status == checkstate.OK
     changes = checkstate.advance(
         state, record.status, now or datetime.now(UTC), task.hard_after, flap.window, flap.changes
     )
-    store.save_check_state(task.name, state.to_json())
+    if not healthy_as_before or changes:  # an OK that follows an OK changes nothing that counts
+        store.save_check_state(task.name, state.to_json())
     return state, changes
 
 

@@ -24,6 +24,9 @@ from toilbox.store import now_iso
 held_fds: set[int] = set()
 
 
+_HOLDER_SIZE = 512
+
+
 def lock_path(state_dir: Path, name: str) -> Path:
     return state_dir / "locks" / f"{name}.lock"
 
@@ -53,8 +56,8 @@ def hold(state_dir: Path, name: str, what: str, purpose: str) -> Iterator[None]:
             "by": purpose,
             "since": now_iso(),
         }
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, json.dumps(holder).encode(), 0)
+        # Padded to a fixed size, so one pwrite replaces the last holder without a truncate.
+        os.pwrite(fd, json.dumps(holder).encode().ljust(_HOLDER_SIZE), 0)
         try:
             yield
         finally:
@@ -95,7 +98,7 @@ def holder(state_dir: Path, name: str) -> str | None:
 
 def describe_holder(fd: int) -> str:
     try:
-        info = json.loads(os.pread(fd, 4096, 0) or b"{}")
+        info = json.loads(os.pread(fd, 4096, 0).strip() or b"{}")
         return f"held by pid {info['pid']} on {info['host']} ({info['by']}) since {info['since']}"
     except (OSError, ValueError, KeyError, TypeError):
         return "holder unknown"
