@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import gc
 import json
 import os
 import signal
@@ -14,6 +15,9 @@ import sys
 import traceback
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
+
+# Imported here, in the parent, so that no child pays for an import.
+from toilbox import locks, log
 
 if TYPE_CHECKING:
     from toilbox.isolation import AttemptSpec
@@ -29,14 +33,15 @@ def child_main(  # pragma: no cover - runs in the child
 ) -> None:
     """The child's whole life: run the task, write one JSON answer, exit. Never returns."""
     code = 0
+    # What the child inherited is never garbage to it: keep the collector from walking
+    # (and so copying) the parent's whole heap on the child's first collection.
+    gc.freeze()
     try:
         os.setpgid(0, 0)
         _die_with_parent(parent)
         signal.signal(signal.SIGINT, signal.SIG_DFL)
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
         signal.signal(signal.SIGHUP, signal.SIG_DFL)
-        from toilbox import locks, log
-
         locks.close_inherited()
         # Plugin logs go where toilbox logs go; plain prints are captured as output.
         terminal = os.fdopen(
@@ -67,7 +72,7 @@ def _run_task(  # pragma: no cover - runs in the child
 ) -> dict[str, Any]:
     import structlog
 
-    from toilbox import log, plugins
+    from toilbox import plugins
     from toilbox.context import TaskContext
     from toilbox.errors import TaskFailed
     from toilbox.result import Result, Status
