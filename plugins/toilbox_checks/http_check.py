@@ -25,7 +25,7 @@ from pydantic import (
 
 import toilbox
 from toilbox.units import Duration, format_duration
-from toilbox_checks.levels import at_least, check_order, latency, level
+from toilbox_checks.levels import Regex, at_least, check_order, latency, level
 
 if TYPE_CHECKING:
     import httpx
@@ -86,7 +86,7 @@ class Params(BaseModel):
     url: str = Field(description="http:// or https:// URL")
     method: str = "GET"
     status: Statuses = Field(default="200-399", validate_default=True)
-    body_matches: str | None = Field(default=None, description="regex searched in the body")
+    body_matches: Regex | None = Field(default=None, description="regex searched in the body")
     warning: Duration | None = Field(default=None, description="response time that warns")
     critical: Duration | None = Field(default=None, description="response time that is critical")
     timeout: Duration = Field(default="10s", validate_default=True, gt=0)
@@ -109,16 +109,6 @@ class Params(BaseModel):
         if not _METHOD.match(value.upper()):
             raise ValueError(f'expected an HTTP method like GET or HEAD, got "{value}"')
         return value.upper()
-
-    @field_validator("body_matches")
-    @classmethod
-    def _regex_compiles(cls, value: str | None) -> str | None:
-        if value is not None:
-            try:
-                re.compile(value)
-            except re.error as exc:
-                raise ValueError(f"not a valid regular expression: {exc}") from exc
-        return value
 
     @model_validator(mode="after")
     def _consistent(self) -> Params:

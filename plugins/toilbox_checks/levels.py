@@ -2,8 +2,25 @@
 
 from __future__ import annotations
 
+import re
+from typing import Annotated
+
+from pydantic import AfterValidator
+
 import toilbox
 from toilbox.units import format_duration
+
+
+def _compiles(value: str) -> str:
+    try:
+        re.compile(value)
+    except re.error as exc:
+        raise ValueError(f"not a valid regular expression: {exc}") from exc
+    return value
+
+
+Regex = Annotated[str, AfterValidator(_compiles)]
+"""A regular expression, checked when the config loads."""
 
 
 def level(*, critical: bool, warning: bool) -> toilbox.Status:

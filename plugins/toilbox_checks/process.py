@@ -8,11 +8,11 @@ import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 import toilbox
 from toilbox.units import Size, format_size
-from toilbox_checks.levels import at_least, level
+from toilbox_checks.levels import Regex, at_least, level
 
 if TYPE_CHECKING:
     import psutil
@@ -26,22 +26,12 @@ class Params(BaseModel):
     model_config = ConfigDict(extra="forbid", defer_build=True)
 
     name: str | None = Field(default=None, description="process name, as ps -e shows it")
-    cmdline: str | None = Field(default=None, description="regex searched in the command line")
+    cmdline: Regex | None = Field(default=None, description="regex searched in the command line")
     pidfile: str | None = Field(default=None, description="file holding the pid")
     min: int = Field(default=1, ge=0, description="fewer matching processes is CRITICAL")
     max: int | None = Field(default=None, ge=0, description="more matching processes is CRITICAL")
     rss_warning: Size | None = Field(default=None, description="total RSS that warns")
     rss_critical: Size | None = Field(default=None, description="total RSS that is critical")
-
-    @field_validator("cmdline")
-    @classmethod
-    def _regex_compiles(cls, value: str | None) -> str | None:
-        if value is not None:
-            try:
-                re.compile(value)
-            except re.error as exc:
-                raise ValueError(f"not a valid regular expression: {exc}") from exc
-        return value
 
     @model_validator(mode="after")
     def _consistent(self) -> Params:
