@@ -79,9 +79,6 @@ class Outcome:
         return self.kind in ("exception", "timeout", "crashed")
 
 
-class Interrupted(Exception):  # noqa: N818 -- a signal, not an error
-    """Raised in the parent to stop a running attempt (Ctrl-C, SIGTERM, shutdown)."""
-
 
 @dataclass
 class _Child:

@@ -265,10 +265,6 @@ class Store:
         )
         return (rows[0][0], rows[0][1]) if rows else None
 
-    def last_slots(self) -> dict[str, tuple[str, str]]:
-        rows = self._query("SELECT task, MAX(scheduled_for), schedule FROM slots GROUP BY task")
-        return {row[0]: (row[1], row[2]) for row in rows}
-
     def record(self, record: RunRecord) -> None:
         """Store a record that is already final (a skipped or missed slot)."""
         self.start_run(record)
