@@ -59,7 +59,7 @@ def test_plugin_dir_files_are_loaded(tmp_path):
     [
         ("raise ImportError('no module named acme_sdk')\n", "ImportError: no module named acme_sdk"),
         ("import toilbox\n@toilbox.hookimpl\ndef register_task_typos(register): pass\n",
-         "unknown hook"),
+         'unknown hook "register_task_typos" (did you mean "register_task_types"?)'),
         ("import toilbox\n@toilbox.hookimpl\ndef register_task_types(register):\n"
          "    register('Check Bad Name', print, params=dict)\n",
          'task type name "Check Bad Name" must be <check|cleanup|report>.<lower-case name>'),
@@ -97,6 +97,11 @@ def test_task_using_a_broken_plugin_fails_validation_with_the_reason(cli, write_
     assert result.code == 3
     assert ':4: tasks.a.uses: unknown task type "check.acme"' in result.err
     assert "plugins that failed to load: acme (ImportError: acme_sdk is not installed)" in result.err
+    fixed = write_config("tasks:\n  b: {uses: check.faults}\n", name="fixed.yaml")
+    warned = cli("-c", str(fixed), "validate")
+    assert warned.code == 0
+    assert "toilbox: warning: plugin acme is broken: ImportError: acme_sdk is not installed" in warned.err
+    assert warned.out.strip().endswith("ok (1 task)")
     works = cli("-c", str(config), "plugins", "--json")
     assert works.code == 0
     listed = {p["name"]: p for p in json.loads(works.out)}

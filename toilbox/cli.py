@@ -135,7 +135,12 @@ def explain(obj: _Obj, task: str) -> None:
 def validate(obj: _Obj) -> None:
     """Check the config file and every task's parameters."""
     app = obj.app()
-    click.echo(f"{app.loaded.path}: ok ({len(app.tasks)} tasks)")
+    for plugin in app.plugins.plugins:
+        if plugin.error:
+            click.echo(f"toilbox: warning: plugin {plugin.name} is broken: {plugin.error}",
+                       err=True)
+    count = len(app.tasks)
+    click.echo(f"{app.loaded.path}: ok ({count} task{'' if count == 1 else 's'})")
 
 
 @cli.command(name="list")

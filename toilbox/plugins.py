@@ -97,7 +97,12 @@ class PluginHost:
     task_types: dict[str, TaskType]
 
     def explain_unknown(self, type_name: str) -> str:
+        import difflib
+
         message = f'unknown task type "{type_name}"'
+        close = difflib.get_close_matches(type_name, self.task_types, n=1)
+        if close:
+            message += f' (did you mean "{close[0]}"?)'
         known = ", ".join(sorted(self.task_types)) or "none"
         broken = [f"{p.name} ({p.error})" for p in self.plugins if p.error]
         message += f" (known: {known})"
@@ -235,7 +240,7 @@ def _drop_misspelt_hooks(pm: pluggy.PluginManager, infos: list[PluginInfo]) -> N
             if name is None:  # pragma: no cover - pluggy always names registered plugins
                 raise
             pm.unregister(name=name)
-            by_name[name].error = f"unknown hook: {exc}"
+            by_name[name].error = _unknown_hook(str(exc))
             continue
         return
 
@@ -279,6 +284,19 @@ def _collect_task_types(pm: pluggy.PluginManager, infos: list[PluginInfo]) -> di
             task_types[task_type.name] = task_type
             info.task_types.append(task_type.name)
     return task_types
+
+
+def _unknown_hook(pluggy_message: str) -> str:
+    """pluggy names the plugin's module in full; say which hook, and what was meant."""
+    import difflib
+
+    found = re.search(r"unknown hook '(\w+)'", pluggy_message)
+    if not found:
+        return pluggy_message
+    known = [name for name in dir(hookspecs) if hasattr(getattr(hookspecs, name), "toilbox_spec")]
+    close = difflib.get_close_matches(found[1], known, n=1)
+    hint = f' (did you mean "{close[0]}"?)' if close else f" (toilbox hooks: {', '.join(known)})"
+    return f'unknown hook "{found[1]}"{hint}'
 
 
 def _describe(exc: BaseException) -> str:

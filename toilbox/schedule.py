@@ -54,7 +54,13 @@ def parse(text: str) -> Schedule:
         raise ValueError(f"unknown schedule alias {text!r} (known: {', '.join(ALIASES)})")
     every = _EVERY.match(stripped)
     if every:
-        seconds = parse_duration(every[1])
+        try:
+            seconds = parse_duration(every[1])
+        except ValueError:
+            raise ValueError(
+                f'"every" takes a duration like 30s, 10m or 2h, got "{every[1]}"'
+                ' (cron "*/5 * * * *" and "@hourly" work too)'
+            ) from None
         if seconds < 1:
             raise ValueError(f"schedule {text!r} is shorter than 1s")
         return Schedule(text=text, every_s=seconds)

@@ -42,7 +42,10 @@ def load(path: Path) -> tuple[Any, dict[Loc, int]]:
         mark = exc.problem_mark or exc.context_mark
         line = f"{mark.line + 1}:" if mark else ""
         message = f"{path}:{line} YAML syntax error: {exc.problem or exc}"
-        if exc.context and exc.context_mark and exc.context_mark is not mark:
+        lines = text.splitlines()
+        if mark and mark.line < len(lines) and "\t" in lines[mark.line][: mark.column + 1]:
+            message += " (a tab: YAML indents with spaces only)"
+        elif exc.context and exc.context.startswith("while parsing") and exc.context_mark:
             context = exc.context.removeprefix("while parsing ").removeprefix("while scanning ")
             context = context.removeprefix("a ").removeprefix("an ")
             message += f" (in the {context} that starts at line {exc.context_mark.line + 1})"
