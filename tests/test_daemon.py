@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import TOILBOX
-from tests.test_runner import pid_alive, wait_for
+from tests.test_runner import child_started, pid_alive, wait_for
 from toilbox.store import Store
 
 pytestmark = pytest.mark.slow
@@ -121,7 +121,7 @@ def test_sigterm_kills_what_outlives_the_grace(start_daemon, write_config, tmp_p
                  with: {{mode: hang, marker: "{marker}"}}}}
     """)
     daemon = start_daemon(config)
-    wait_for(lambda: (tmp_path / "marker.child").exists(), 15)
+    wait_for(lambda: child_started(tmp_path), 15)
     task_pid = int(marker.read_text().split()[0])
     sleep_pid = int((tmp_path / "marker.child").read_text())
     started = time.monotonic()
@@ -165,7 +165,7 @@ def test_kill_9_then_restart_gives_abandoned_and_one_catch_up(start_daemon, writ
                 with: {{mode: hang, marker: "{marker}"}}}}
     """)
     daemon = start_daemon(config)
-    wait_for(lambda: (tmp_path / "marker.child").exists(), 15)
+    wait_for(lambda: child_started(tmp_path), 15)
     task_pid = int(marker.read_text().split()[0])
     sleep_pid = int((tmp_path / "marker.child").read_text())
     daemon.stop(signal.SIGKILL)
@@ -173,7 +173,7 @@ def test_kill_9_then_restart_gives_abandoned_and_one_catch_up(start_daemon, writ
     time.sleep(4.5)  # at least two slots pass while the daemon is down
     (tmp_path / "marker.child").unlink()
     again = start_daemon(config, name="again")
-    wait_for(lambda: (tmp_path / "marker.child").exists(), 15)
+    wait_for(lambda: child_started(tmp_path), 15)
     time.sleep(3)  # more fires come while the catch-up run is still going
     history = runs(tmp_path, "job")
     abandoned = [r for r in history if r.error and r.error["type"] == "abandoned"]
@@ -212,7 +212,7 @@ def test_a_second_daemon_and_a_colliding_run_are_refused(start_daemon, write_con
     second = toilbox("-c", str(config), "daemon", timeout=30)
     assert second.code == 3
     assert f"toilbox daemon is already running (held by pid {daemon.process.pid} " in second.err
-    wait_for(lambda: (tmp_path / "marker.child").exists(), 15)
+    wait_for(lambda: child_started(tmp_path), 15)
     one_shot = toilbox("-c", str(config), "run", "busy")
     assert one_shot.code == 3
     assert 'task "busy" is already running' in one_shot.err

@@ -31,6 +31,14 @@ def wait_for(predicate, timeout: float = 10.0) -> None:
         time.sleep(0.02)
 
 
+def child_started(tmp_path: Path) -> bool:
+    """The plugin wrote the pid of the child it started (written, not just created)."""
+    try:
+        return (tmp_path / "marker.child").read_text().strip().isdigit()
+    except FileNotFoundError:
+        return False
+
+
 def run_json(toilbox, config: Path, task: str, *extra: str) -> tuple[int, dict]:
     result = toilbox("-c", str(config), "run", task, "--json", *extra)
     assert "Traceback" not in result.err, result.err
@@ -188,7 +196,7 @@ def start_slow_run(config: Path, tmp_path: Path) -> subprocess.Popen[str]:
     env = {**os.environ, "XDG_STATE_HOME": str(tmp_path)}
     process = subprocess.Popen([*TOILBOX, "-c", str(config), "run", "slow", "--json"],
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
-    wait_for(lambda: (tmp_path / "marker.child").exists())
+    wait_for(lambda: child_started(tmp_path))
     return process
 
 
