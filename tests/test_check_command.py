@@ -13,11 +13,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import structlog
 from pydantic import ValidationError
 
 import toilbox
 import toilbox_checks
+from tests.checks import context
 from toilbox import Metric, Status
 from toilbox_checks import command
 from toilbox_checks.command import CAPTURE_LIMIT, Params
@@ -28,12 +28,6 @@ needs_nagios_plugins = pytest.mark.skipif(
     reason=f"Nagios plugins not installed in {NAGIOS} (Debian: apt install monitoring-plugins-basic)",
 )
 
-
-def context(tmp_path: Path) -> toilbox.TaskContext:
-    return toilbox.TaskContext(
-        task="t", run_id="r1", attempt=1, dry_run=False, log=structlog.get_logger(),
-        state_dir=tmp_path,
-    )
 
 
 def script(tmp_path: Path, body: str, name: str = "plugin.sh") -> str:

@@ -9,10 +9,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import structlog
 from pydantic import ValidationError
 
 import toilbox
+from tests.checks import context, metric
 from toilbox import Metric, Status
 from toilbox_checks import disk
 from toilbox_checks.disk import Params, Threshold
@@ -22,21 +22,10 @@ GiB = 1024**3
 NEVER = {"warning": "100%", "critical": "100%", "inodes_warning": "100%", "inodes_critical": "100%"}
 
 
-def context(tmp_path: Path) -> toilbox.TaskContext:
-    return toilbox.TaskContext(
-        task="t", run_id="r1", attempt=1, dry_run=False, log=structlog.get_logger(),
-        state_dir=tmp_path,
-    )
-
 
 def check(tmp_path: Path, **params: Any) -> toilbox.Result:
     return disk.run(context(tmp_path), Params.model_validate(params))
 
-
-def metric(result: toilbox.Result, label: str) -> Metric:
-    value = result.metrics[label]
-    assert isinstance(value, Metric)
-    return value
 
 
 @pytest.fixture

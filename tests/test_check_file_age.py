@@ -13,6 +13,8 @@ import structlog
 from pydantic import ValidationError
 
 import toilbox
+from tests import checks
+from tests.checks import metric
 from toilbox import Metric, Status
 from toilbox_checks import file_age
 from toilbox_checks.file_age import Params
@@ -22,10 +24,7 @@ NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 
 
 def context(tmp_path: Path) -> toilbox.TaskContext:
-    return toilbox.TaskContext(
-        task="t", run_id="r1", attempt=1, dry_run=False, log=structlog.get_logger(),
-        state_dir=tmp_path, clock=lambda: NOW,
-    )
+    return checks.context(tmp_path, clock=lambda: NOW)
 
 
 def check(tmp_path: Path, **params: Any) -> toilbox.Result:
@@ -40,11 +39,6 @@ def aged(path: Path, hours: float, content: bytes = b"backup data") -> Path:
     os.utime(path, (mtime, mtime))
     return path
 
-
-def metric(result: toilbox.Result, label: str) -> Metric:
-    value = result.metrics[label]
-    assert isinstance(value, Metric)
-    return value
 
 
 def test_the_newest_file_counts(tmp_path: Path) -> None:

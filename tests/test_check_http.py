@@ -16,22 +16,15 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
-import structlog
 from pydantic import ValidationError
 
 import toilbox
 import toilbox_checks
 from tests.certs import make_cert, server_context
+from tests.checks import context, metric
 from toilbox import Metric, Status
 from toilbox_checks import file_age, http_check, process, tcp, tls
 from toilbox_checks.http_check import BODY_LIMIT, Params
-
-
-def context(tmp_path: Path) -> toilbox.TaskContext:
-    return toilbox.TaskContext(
-        task="t", run_id="r1", attempt=1, dry_run=False, log=structlog.get_logger(),
-        state_dir=tmp_path,
-    )
 
 
 def check(tmp_path: Path, **params: Any) -> toilbox.Result:
@@ -122,11 +115,6 @@ def serve() -> Iterator[Callable[..., tuple[str, Server]]]:
 def base(serve: Callable[..., tuple[str, Server]]) -> tuple[str, Server]:
     return serve()
 
-
-def metric(result: toilbox.Result, label: str) -> Metric:
-    value = result.metrics[label]
-    assert isinstance(value, Metric)
-    return value
 
 
 # --- status codes ---

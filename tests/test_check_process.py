@@ -14,10 +14,10 @@ from typing import Any
 
 import psutil
 import pytest
-import structlog
 from pydantic import ValidationError
 
 import toilbox
+from tests.checks import context, metric
 from toilbox import Metric, Status
 from toilbox_checks import process
 from toilbox_checks.process import Params
@@ -25,21 +25,10 @@ from toilbox_checks.process import Params
 MiB = 1024**2
 
 
-def context(tmp_path: Path) -> toilbox.TaskContext:
-    return toilbox.TaskContext(
-        task="t", run_id="r1", attempt=1, dry_run=False, log=structlog.get_logger(),
-        state_dir=tmp_path,
-    )
-
 
 def check(tmp_path: Path, **params: Any) -> toilbox.Result:
     return process.run(context(tmp_path), Params.model_validate(params))
 
-
-def metric(result: toilbox.Result, label: str) -> Metric:
-    value = result.metrics[label]
-    assert isinstance(value, Metric)
-    return value
 
 
 @pytest.fixture

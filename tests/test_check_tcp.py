@@ -8,20 +8,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import structlog
 from pydantic import ValidationError
 
 import toilbox
+from tests.checks import context
 from toilbox import Metric, Status
 from toilbox_checks import tcp
 from toilbox_checks.tcp import Params
-
-
-def context(tmp_path: Path) -> toilbox.TaskContext:
-    return toilbox.TaskContext(
-        task="t", run_id="r1", attempt=1, dry_run=False, log=structlog.get_logger(),
-        state_dir=tmp_path,
-    )
 
 
 def check(tmp_path: Path, **params: Any) -> toilbox.Result:

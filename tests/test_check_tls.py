@@ -9,22 +9,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import structlog
 from pydantic import ValidationError
 
 import toilbox
 from tests.certs import Cert, make_cert, tls_server
+from tests.checks import context
 from toilbox import Metric, Status
 from toilbox_checks import tls
 from toilbox_checks.tls import Params
-
-
-def context(tmp_path: Path, clock: Any = None) -> toilbox.TaskContext:
-    extra = {"clock": clock} if clock else {}
-    return toilbox.TaskContext(
-        task="t", run_id="r1", attempt=1, dry_run=False, log=structlog.get_logger(),
-        state_dir=tmp_path, **extra,
-    )
 
 
 def check(tmp_path: Path, clock: Any = None, **params: Any) -> toilbox.Result:
