@@ -15,7 +15,7 @@ import pytest
 
 from tests.conftest import TOILBOX
 from tests.test_runner import child_started, pid_alive, wait_for
-from toilbox.store import Store
+from toilbox.store.sqlite import SqliteStore
 
 pytestmark = pytest.mark.slow
 
@@ -71,7 +71,7 @@ def start_daemon(tmp_path) -> Iterator[Callable[..., DaemonProcess]]:
 
 
 def runs(tmp_path: Path, task: str | None = None, status: str | None = None) -> list:
-    store = Store.open(tmp_path / "state")
+    store = SqliteStore.open(tmp_path / "state")
     try:
         found = store.history(task, 1000)
     finally:

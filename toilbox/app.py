@@ -11,7 +11,7 @@ from toilbox import plugins
 from toilbox.config import Config, LoadedConfig, Task
 from toilbox.errors import ConfigError, UsageError
 from toilbox.plugins import PluginHost
-from toilbox.store import Store
+from toilbox.store import Store, open_store
 
 
 def config_candidates() -> list[Path]:
@@ -66,8 +66,8 @@ class App:
         if self._store is None:
             from toilbox.runner import recover_abandoned
 
-            self._store = Store.open(self.state_dir)
-            recover_abandoned(self._store, self.state_dir)
+            self._store = open_store(self.state_dir)
+            recover_abandoned(self._store)
         return self._store
 
     def close(self) -> None:

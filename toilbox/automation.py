@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -19,7 +18,8 @@ import structlog
 from toilbox import checkstate, runner
 from toilbox.checkstate import Change, CheckState
 from toilbox.errors import AlreadyRunning, UsageError
-from toilbox.store import RunRecord, Store
+from toilbox.models import Notification, RunRecord
+from toilbox.store import Store
 
 if TYPE_CHECKING:
     from toilbox.app import App
@@ -28,20 +28,6 @@ if TYPE_CHECKING:
 log = structlog.get_logger("toilbox.automation")
 PAUSED = "remediation_paused"
 Rerun = Callable[[str, str, str], RunRecord]  # (task, trigger, parent run id) -> record
-
-
-@dataclass
-class Notification:
-    """What toilbox tells people; ``destinations`` are the apprise URLs it goes to."""
-
-    task: str
-    kind: str  # problem, recovery, flapping, settled, fixed, circuit_open
-    status: str
-    title: str
-    body: str
-    run_id: str | None
-    destinations: list[str] = field(default_factory=list)
-    chain: list[dict[str, Any]] = field(default_factory=list)
 
 
 def run(app: App, name: str, *, stop: threading.Event | None = None, **kwargs: Any) -> RunRecord:
@@ -310,7 +296,7 @@ def chain(store: Store, run_id: str) -> list[dict[str, Any]]:
     """The story of a run: the check run, what it triggered, and what was said."""
     run = store.get(run_id)
     if run is None:
-        raise UsageError(f'no run with id "{run_id}" in {store.path}')
+        raise UsageError(f'no run with id "{run_id}" in {store.location}')
     root = (store.get(run.parent_run_id) if run.parent_run_id else None) or run
     runs = [root, *store.children(root.run_id)]
     story: list[dict[str, Any]] = [{"kind": "run", **r.to_json(history=True)} for r in runs]

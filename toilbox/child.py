@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 from toilbox import locks, log
 
 if TYPE_CHECKING:
-    from toilbox.isolation import AttemptSpec
+    from toilbox.models import AttemptSpec
 
 DETAILS_LIMIT = 64 * 1024
 _PR_SET_PDEATHSIG = 1

@@ -237,7 +237,7 @@ def reset(obj: _Obj, check: str) -> None:
 def pause(obj: _Obj, remediation: bool) -> None:
     """The kill switch: pause all automatic remediation until `toilbox resume`."""
     from toilbox.automation import PAUSED
-    from toilbox.store import now_iso
+    from toilbox.models import now_iso
 
     obj.app().store().set_setting(PAUSED, f"by toilbox pause at {now_iso()}")
     click.echo(

@@ -28,12 +28,12 @@ import structlog
 from apscheduler.executors.base import BaseExecutor
 from apscheduler.schedulers.background import BackgroundScheduler
 
-from toilbox import automation, locks, runner, schedule
+from toilbox import automation, runner, schedule
 from toilbox.app import App, load_app
 from toilbox.config import Task
 from toilbox.errors import AlreadyRunning, ToilboxError
 from toilbox.metrics import DaemonMetrics
-from toilbox.store import RunRecord, now_iso
+from toilbox.models import RunRecord, now_iso
 from toilbox.zygote import Zygote
 
 log = structlog.get_logger("toilbox.daemon")
@@ -97,10 +97,8 @@ class Daemon:
 
     def start(self) -> None:
         """Lock the state dir, close abandoned runs, catch up, then schedule everything."""
-        self._exit.enter_context(
-            locks.hold(self.app.state_dir, DAEMON_LOCK, "toilbox daemon", "toilbox daemon")
-        )
-        self.app.store()  # opening it marks runs left by a dead process as abandoned
+        store = self.app.store()  # opening it marks runs left by a dead process as abandoned
+        self._exit.enter_context(store.hold(DAEMON_LOCK, "toilbox daemon", "toilbox daemon"))
         self.zygote = Zygote.start()  # while this process still has a single thread
         self.pool = ThreadPoolExecutor(self.app.config.max_concurrent, "toilbox-run")
         caught_up_to = self.clock()

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from toilbox import locks, schedule
+from toilbox import schedule
 from toilbox.app import App
 from toilbox.config import Task
-from toilbox.store import RunRecord
+from toilbox.models import RunRecord
 
 
 def next_fire(task: Task, now: datetime | None = None) -> datetime | None:
@@ -35,11 +35,11 @@ def explain_task(app: App, name: str) -> str:
             + f"; next fire {upcoming.isoformat() if upcoming else 'never'}."
         )
         lines.append(f"Missed fires: on_missed is {task.on_missed}.")
-    daemon = locks.holder(app.state_dir, "_daemon")
+    daemon = store.holder("_daemon")
     lines.append(
         f"Daemon: running, {daemon}." if daemon else "Daemon: not running on this state dir."
     )
-    holder = locks.holder(app.state_dir, name)
+    holder = store.holder(name)
     if holder:
         lines.append(f"Running now: {holder}.")
     runs = store.history(name, limit=10)

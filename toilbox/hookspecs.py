@@ -13,9 +13,8 @@ import pluggy
 if TYPE_CHECKING:
     import click
 
-    from toilbox.automation import Notification
+    from toilbox.models import Notification, RunRecord
     from toilbox.plugins import RegisterTaskType
-    from toilbox.store import RunRecord
 
 hookspec = pluggy.HookspecMarker("toilbox")
 hookimpl = pluggy.HookimplMarker("toilbox")

@@ -25,36 +25,17 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from toilbox import child
 
 if TYPE_CHECKING:
-    from pydantic import BaseModel
-
+    from toilbox.models import AttemptSpec
     from toilbox.zygote import Zygote
 
 KILL_GRACE_S = 2.0
 OUTPUT_LIMIT = 64 * 1024
 RESULT_LIMIT = 64 * 1024 * 1024
-
-
-@dataclass(frozen=True)
-class AttemptSpec:
-    """What a child needs to find and run the task."""
-
-    task: str
-    task_type: str
-    params: BaseModel  # validated when the config loaded; never re-parsed from its dump
-    plugin_dirs: tuple[str, ...]
-    run_id: str
-    attempt: int
-    dry_run: bool
-    force: bool
-    state_dir: str
-    scheduled_for: datetime | None = None
-    secrets: tuple[str, ...] = ()  # to redact: a zygote may predate a reloaded config
 
 
 @dataclass
@@ -77,7 +58,6 @@ class Outcome:
     def transient(self) -> bool:
         """Worth another attempt: the plugin did not say retrying is pointless."""
         return self.kind in ("exception", "timeout", "crashed")
-
 
 
 @dataclass

@@ -17,7 +17,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from toilbox.errors import AlreadyRunning, StateError
-from toilbox.store import now_iso
+from toilbox.models import now_iso
 
 # Lock fds held by this process: a forked child closes them so that it never outlives
 # its parent holding the parent's lock.

@@ -7,7 +7,7 @@ from datetime import datetime
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from toilbox.store import RunRecord
+from toilbox.models import RunRecord
 
 
 class DaemonMetrics:

@@ -28,10 +28,9 @@ from toilbox import hookspecs
 if TYPE_CHECKING:
     import click
 
-    from toilbox.automation import Notification
     from toilbox.context import TaskContext
+    from toilbox.models import Notification, RunRecord
     from toilbox.result import Result
-    from toilbox.store import RunRecord
 
 ENTRY_POINT_GROUP = "toilbox"
 TASK_TYPE_NAME = re.compile(r"^(check|cleanup|report)\.[a-z0-9][a-z0-9_-]*$")

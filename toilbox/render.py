@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from toilbox.store import RunRecord
+from toilbox.models import RunRecord
 from toilbox.units import format_size
 
 _COLOURS = {

@@ -7,7 +7,6 @@ import socket
 import threading
 import time
 from datetime import datetime
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import structlog
@@ -20,11 +19,11 @@ from tenacity import (
     wait_random,
 )
 
-from toilbox import locks
-from toilbox.isolation import AttemptSpec, Outcome, run_attempt
+from toilbox.isolation import Outcome, run_attempt
 from toilbox.log import redact
+from toilbox.models import RUNNING, AttemptSpec, RunRecord, now_iso
 from toilbox.result import Status
-from toilbox.store import RUNNING, RunRecord, Store, now_iso
+from toilbox.store import Store
 
 if TYPE_CHECKING:
     from toilbox.app import App
@@ -65,7 +64,7 @@ def run_task(
     """
     task = app.task(name)
     store = app.store()
-    with locks.hold(app.state_dir, name, f'task "{name}"', purpose):
+    with store.hold(name, f'task "{name}"', purpose):
         record = RunRecord(
             run_id=new_run_id(),
             task=name,
@@ -219,11 +218,11 @@ def _finish(record: RunRecord, outcome: Outcome, attempts: int, duration: float)
     record.error = {"type": outcome.kind, "message": record.summary, **redact(outcome.details)}
 
 
-def recover_abandoned(store: Store, state_dir: Path) -> list[str]:
+def recover_abandoned(store: Store) -> list[str]:
     """Close runs left ``running`` by a process that died: their task lock is free."""
     abandoned = []
     for run in store.running(socket.gethostname()):
-        if not locks.is_held(state_dir, run.task):
+        if store.holder(run.task) is None:
             store.mark_abandoned(
                 run.run_id, f"abandoned: pid {run.pid} died while the run was in progress"
             )

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 from toilbox import child, locks
 
 if TYPE_CHECKING:
-    from toilbox.isolation import AttemptSpec
+    from toilbox.models import AttemptSpec
 
 _MAX_MESSAGE = 1 << 20
 

@@ -14,7 +14,7 @@ import structlog
 import toilbox
 
 if TYPE_CHECKING:
-    from toilbox.automation import Notification
+    from toilbox.models import Notification
 
 log = structlog.get_logger("toilbox_notify")
 

@@ -19,7 +19,9 @@ from pathlib import Path
 from typing import Any
 
 import toilbox
-from toilbox.store import RunRecord, Store
+from toilbox.models import RunRecord
+from toilbox.store import Store
+from toilbox.store.sqlite import SqliteStore
 from toilbox.units import format_size
 from toilbox_reports.params import SummaryParams
 
@@ -37,7 +39,7 @@ def run(ctx: toilbox.TaskContext, params: SummaryParams) -> toilbox.Result:
     state_root = ctx.state_dir.parent.parent
     if not (state_root / "toilbox.db").exists():
         raise toilbox.TaskFailed(f"no run history in {state_root} yet")
-    store = Store.open(state_root)
+    store = SqliteStore.open(state_root)
     try:
         report = build(store, until - timedelta(seconds=params.window), until, params.tasks)
     finally:

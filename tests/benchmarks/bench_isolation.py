@@ -20,7 +20,8 @@ from pydantic import BaseModel
 
 import toilbox
 from toilbox import log, plugins
-from toilbox.isolation import AttemptSpec, run_attempt
+from toilbox.isolation import run_attempt
+from toilbox.models import AttemptSpec
 
 ATTEMPTS = int(os.environ.get("BENCH_ATTEMPTS", "1000"))
 BARE = int(os.environ.get("BENCH_BARE", "300"))

@@ -1,8 +1,8 @@
-"""The state store: every SQL statement toilbox runs lives in this module.
+"""The SQLite store: the default backend, a file in the state directory.
 
-SQLite in WAL mode under the state directory.  A run is written when it starts (so a
-crash leaves evidence) and again when it ends.  Fleet mode will put PostgreSQL behind
-this same interface.
+SQLite in WAL mode.  A run is written when it starts (so a crash leaves evidence) and
+again when it ends.  Run locks are ``flock`` files beside it (``toilbox.locks``): they
+vanish with the process that holds them.
 """
 
 from __future__ import annotations
@@ -11,12 +11,15 @@ import json
 import os
 import sqlite3
 import threading
-from dataclasses import dataclass, field, fields
+from contextlib import AbstractContextManager
+from dataclasses import fields
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from toilbox import locks
 from toilbox.errors import StateError
+from toilbox.models import RUNNING, RunRecord, now_iso
 
 SCHEMA_VERSION = 4
 _AUTOMATION = """
@@ -93,83 +96,23 @@ CREATE INDEX IF NOT EXISTS runs_running ON runs (status) WHERE status = 'running
     + _SLOTS
     + _AUTOMATION
 )
-RUNNING = "running"
-
 # Steps from each older version to the next; a new database gets _SCHEMA directly.
 _MIGRATIONS = {
     2: "ALTER TABLE runs ADD COLUMN details TEXT NOT NULL DEFAULT '';",
     3: _SLOTS,
     4: _AUTOMATION,
 }
-
-
-def now_iso() -> str:
-    return datetime.now(UTC).isoformat(timespec="microseconds")
-
-
-@dataclass
-class RunRecord:
-    """One run of one task, as stored and as ``history --json`` shows it."""
-
-    run_id: str
-    task: str
-    task_type: str
-    status: str
-    trigger: str
-    started_at: str
-    hostname: str
-    pid: int
-    finished_at: str | None = None
-    scheduled_for: str | None = None
-    parent_run_id: str | None = None
-    attempts: int = 0
-    duration_s: float | None = None
-    summary: str = ""
-    metrics: dict[str, Any] = field(default_factory=dict)
-    data: dict[str, Any] = field(default_factory=dict)
-    error: dict[str, Any] | None = None
-    details: str = ""
-    output: str = ""
-    dry_run: bool = False
-
-    def to_json(self, *, history: bool = False) -> dict[str, Any]:
-        """The ``run --json`` object; ``history=True`` adds the timing and lineage keys."""
-        out: dict[str, Any] = {
-            "task": self.task,
-            "run_id": self.run_id,
-            "status": self.status,
-            "attempts": self.attempts,
-            "duration_s": self.duration_s,
-            "summary": self.summary,
-            "metrics": self.metrics,
-            "data": self.data,
-            "error": self.error,
-            "details": self.details,
-            "task_type": self.task_type,
-            "dry_run": self.dry_run,
-        }
-        if history:
-            out.update(
-                started_at=self.started_at,
-                finished_at=self.finished_at,
-                trigger=self.trigger,
-                scheduled_for=self.scheduled_for,
-                parent_run_id=self.parent_run_id,
-                hostname=self.hostname,
-                pid=self.pid,
-            )
-        return out
-
-
 _JSON_COLUMNS = ("metrics", "data", "error")
 
 
-class Store:
-    """Runs, keyed by run id.  Open with ``Store.open(state_dir)``."""
+class SqliteStore:
+    """The SQLite backend of the ``Store`` port.  Open with ``SqliteStore.open(state_dir)``."""
 
     def __init__(self, db: sqlite3.Connection, path: Path) -> None:
         self._db = db
         self.path = path
+        self.state_dir = path.parent
+        self.location = str(path)
         # One connection serves the daemon's threads; sqlite3 asks callers to serialise.
         self._lock = threading.RLock()
 
@@ -178,7 +121,7 @@ class Store:
             return self._db.execute(sql, args).fetchall()
 
     @classmethod
-    def open(cls, state_dir: Path) -> Store:
+    def open(cls, state_dir: Path) -> SqliteStore:
         path = state_dir / "toilbox.db"
         try:
             state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -268,6 +211,12 @@ class Store:
     def record(self, record: RunRecord) -> None:
         """Store a record that is already final (a skipped or missed slot)."""
         self.start_run(record)
+
+    def hold(self, name: str, what: str, purpose: str) -> AbstractContextManager[None]:
+        return locks.hold(self.state_dir, name, what, purpose)
+
+    def holder(self, name: str) -> str | None:
+        return locks.holder(self.state_dir, name)
 
     def size_bytes(self) -> int:
         return sum(p.stat().st_size for p in self.path.parent.glob(self.path.name + "*"))
