@@ -116,7 +116,7 @@ def test_a_fix_that_does_not_help_opens_the_circuit(cli, write_config, receiver,
     again = cli("-c", str(config), "run", "svc")
     assert "remediation.started" not in again.err, "the per-check budget (max 1 per 1h) is spent"
     assert receiver.titles[-1] == "svc needs a human"
-    assert "budget spent: 1 fix(es) per 60m" in receiver.messages[-1]["message"]
+    assert "budget spent: 1 fix(es) per 1h" in receiver.messages[-1]["message"]
 
 
 def test_kill_switch_pauses_fixes_not_checks(cli, write_config, receiver, service):

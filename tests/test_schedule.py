@@ -10,6 +10,7 @@ import pytest
 
 from toilbox import schedule
 from toilbox.daemon import Daemon, jitter_delay, slot_key
+from toilbox.models import utc_iso
 
 
 def fires(text: str, tz: str, start: datetime, end: datetime) -> list[datetime]:
@@ -84,8 +85,8 @@ def test_jitter_is_bounded_and_stable_per_slot(write_config):
 
 
 class Dispatched(list):
-    def __call__(self, app, task, slots, trigger):
-        self.append((task.name, [s.isoformat() for s in slots], trigger))
+    def __call__(self, app, task, slots, trigger, *rest):
+        self.append((task.name, [utc_iso(s) for s in slots], trigger))
 
 
 @pytest.fixture
@@ -108,7 +109,9 @@ T0 = datetime(2026, 11, 24, 10, 0, tzinfo=UTC)
 
 def claim(daemon: Daemon, when: datetime) -> None:
     task = daemon.app.tasks["a"]
-    assert daemon.app.store().claim_slot("a", when.isoformat(), slot_key(task), "test")
+    assert daemon.app.store().claim_slot(
+        "a", utc_iso(when), slot_key(task), "test", daemon.app.host_id
+    )
 
 
 def records(daemon: Daemon, status: str) -> list:
@@ -120,7 +123,7 @@ def test_catch_up_run_once_coalesces_missed_slots(catchup_daemon):
     claim(daemon, T0)
     daemon.catch_up(T0 + timedelta(minutes=5, seconds=30))
     daemon.pool.shutdown(wait=True)
-    assert daemon._run == [("a", [(T0 + timedelta(minutes=5)).isoformat()], "catch-up")]
+    assert daemon._run == [("a", [utc_iso(T0 + timedelta(minutes=5))], "catch-up")]
     missed = records(daemon, "missed")
     assert len(missed) == 1
     assert missed[0].data["count"] == 4
@@ -142,7 +145,7 @@ def test_catch_up_run_all_is_capped(catchup_daemon):
     claim(daemon, T0)
     daemon.catch_up(T0 + timedelta(minutes=5, seconds=1))
     daemon.pool.shutdown(wait=True)
-    assert daemon._run == [("a", [(T0 + timedelta(minutes=m)).isoformat() for m in (3, 4, 5)],
+    assert daemon._run == [("a", [utc_iso(T0 + timedelta(minutes=m)) for m in (3, 4, 5)],
                             "catch-up")]
     assert records(daemon, "missed")[0].data["count"] == 2
 
@@ -152,14 +155,15 @@ def test_catch_up_window_defaults_to_one_interval(catchup_daemon):
     claim(daemon, T0)
     daemon.catch_up(T0 + timedelta(minutes=30, seconds=30))  # the newest slot is 30 s old
     daemon.pool.shutdown(wait=True)
-    assert daemon._run == [("a", [(T0 + timedelta(minutes=30)).isoformat()], "catch-up")]
+    assert daemon._run == [("a", [utc_iso(T0 + timedelta(minutes=30))], "catch-up")]
     assert records(daemon, "missed")[0].data["count"] == 29
 
 
 def test_a_schedule_edit_never_fires_a_run(catchup_daemon, write_config):
     daemon = catchup_daemon("run_once")
     store = daemon.app.store()
-    assert store.claim_slot("a", T0.isoformat(), "every 5m UTC", "test")  # the old schedule
+    # the old schedule
+    assert store.claim_slot("a", utc_iso(T0), "every 5m UTC", "test", daemon.app.host_id)
     daemon.catch_up(T0 + timedelta(hours=1))
     assert daemon._run == []
     assert records(daemon, "missed") == []
@@ -172,7 +176,7 @@ def test_a_fire_while_running_is_skipped_and_recorded(catchup_daemon):
     assert daemon._run == []
     skipped = records(daemon, "skipped")
     assert skipped[0].summary == "skipped: still running"
-    assert skipped[0].scheduled_for == T0.isoformat()
+    assert skipped[0].scheduled_for == utc_iso(T0)
     daemon.running.clear()
     daemon.fire("a", [T0])
     assert daemon._run == [], "a slot runs once: the skipped slot stays claimed"
@@ -183,5 +187,5 @@ def test_late_fires_follow_on_missed(catchup_daemon):
     daemon.clock = lambda: T0 + timedelta(minutes=2, seconds=1)
     daemon.fire("a", [T0, T0 + timedelta(minutes=1), T0 + timedelta(minutes=2)])
     daemon.pool.shutdown(wait=True)
-    assert daemon._run == [("a", [(T0 + timedelta(minutes=2)).isoformat()], "schedule")]
+    assert daemon._run == [("a", [utc_iso(T0 + timedelta(minutes=2))], "schedule")]
     assert records(daemon, "missed")[0].data["count"] == 2

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
+import socket
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 from toilbox import config as config_mod
@@ -11,7 +15,7 @@ from toilbox import plugins
 from toilbox.config import Config, LoadedConfig, Task
 from toilbox.errors import ConfigError, UsageError
 from toilbox.plugins import PluginHost
-from toilbox.store import Store, open_store
+from toilbox.store import ReadOnlyHistory, Store, open_history, open_store
 
 
 def config_candidates() -> list[Path]:
@@ -46,6 +50,7 @@ class App:
     plugins: PluginHost
     tasks: dict[str, Task]
     _store: Store | None = field(default=None, repr=False)
+    pooled: bool = False  # the daemon's store: a pool of connections, shared by threads
 
     @property
     def config(self) -> Config:
@@ -54,6 +59,41 @@ class App:
     @property
     def state_dir(self) -> Path:
         return self.config.state_dir
+
+    @property
+    def fleet(self) -> bool:
+        """Fleet mode: the store is the fleet's PostgreSQL."""
+        return self.config.store is not None
+
+    def scope_of(self, task: Task) -> str:
+        """Without a shared store this host is the whole fleet: fleet tasks run here."""
+        return task.scope if self.fleet else "host"
+
+    @cached_property
+    def host_id(self) -> str:
+        """This daemon's name in the fleet: $TOILBOX_HOST_ID, else host_id, else the
+        hostname."""
+        chosen = os.environ.get("TOILBOX_HOST_ID") or self.config.host_id
+        if chosen is None:
+            return socket.gethostname()
+        if not config_mod.HOST_ID.match(chosen):
+            raise ConfigError(
+                f"host id {chosen!r} (from TOILBOX_HOST_ID or host_id) may use only letters,"
+                " digits, '.', '_', ':', '-'"
+            )
+        return chosen
+
+    @cached_property
+    def config_hash(self) -> str:
+        """What every host of a fleet should agree on: the tasks and policies, not the
+        per-host keys (host_id, state_dir, http)."""
+        from toilbox.log import redact
+
+        shared = self.config.model_dump(
+            mode="json", by_alias=True, exclude={"host_id", "state_dir", "http", "plugin_dirs"}
+        )
+        text = json.dumps(redact(shared), sort_keys=True)
+        return hashlib.sha256(text.encode()).hexdigest()[:12]
 
     def task(self, name: str) -> Task:
         if name not in self.tasks:
@@ -66,9 +106,14 @@ class App:
         if self._store is None:
             from toilbox.runner import recover_abandoned
 
-            self._store = open_store(self.state_dir)
-            recover_abandoned(self._store)
+            url = self.config.store.url if self.config.store else None
+            self._store = open_store(self.state_dir, url, self.host_id, self.pooled)
+            recover_abandoned(self._store, self.host_id)
         return self._store
+
+    def open_history(self) -> ReadOnlyHistory:
+        """A reader of the run history of its own (the caller closes it)."""
+        return open_history(self.state_dir, self.config.store.url if self.config.store else None)
 
     def close(self) -> None:
         if self._store is not None:

@@ -19,7 +19,7 @@ from toilbox import checkstate, runner
 from toilbox.checkstate import Change, CheckState
 from toilbox.errors import AlreadyRunning, UsageError
 from toilbox.models import Notification, RunRecord
-from toilbox.store import Store
+from toilbox.store import Budget, Store
 
 if TYPE_CHECKING:
     from toilbox.app import App
@@ -68,11 +68,16 @@ def follow(
         _maybe_remediate(app, task, state, record, rerun, stop)
 
 
+def state_host(app: App, task: Task) -> str:
+    """Whose state a check's result moves: this host's, or the fleet's ("")."""
+    return "" if app.scope_of(task) == "fleet" else app.host_id
+
+
 def _advance(
     app: App, task: Task, record: RunRecord, now: datetime | None
 ) -> tuple[CheckState, list[Change]]:
     store = app.store()
-    raw = store.check_state(task.name)
+    raw = store.check_state(task.name, state_host(app, task))
     state = CheckState.from_json(raw) if raw else CheckState(task.name, since=record.started_at)
     flap = app.config.flapping
     healthy_as_before = raw is not None and state.status == record.status == checkstate.OK
@@ -80,7 +85,7 @@ def _advance(
         state, record.status, now or datetime.now(UTC), task.hard_after, flap.window, flap.changes
     )
     if not healthy_as_before or changes:  # an OK that follows an OK changes nothing that counts
-        store.save_check_state(task.name, state.to_json())
+        store.save_check_state(task.name, state.to_json(), state_host(app, task))
     return state, changes
 
 
@@ -205,23 +210,23 @@ def _due(task: Task, state: CheckState, record: RunRecord) -> bool:
 
 
 def _allowed(app: App, task: Task, state: CheckState, record: RunRecord) -> bool:
-    """Switches, the circuit and the budgets; a spent budget opens the circuit."""
+    """Switches, the circuit and the budgets; a spent budget opens the circuit.
+
+    The budgets are counted and this fix recorded in one transaction, so fixes asked
+    for at once on many hosts cannot together go past a fleet-wide budget.
+    """
     plan, store = task.remediate, app.store()
     assert plan is not None  # noqa: S101 -- _due checked it
-    why_not = _why_not(app, state, store)
+    why_not = _why_not(app, task, state, store)
     if why_not:
         log.info("remediation.held", task=task.name, reason=why_not)
         return False
-    if store.count_remediations(plan.per, task.name) >= plan.max:
-        _open_circuit(
-            app, task, state, record, f"budget spent: {plan.max} fix(es) per {_duration(plan.per)}"
-        )
-        return False
-    hourly = app.config.remediation.max_per_hour
-    if store.count_remediations(3600) >= hourly:
-        _open_circuit(
-            app, task, state, record, f"the global budget of {hourly} fixes per hour is spent"
-        )
+    settings = app.config.remediation
+    max_hosts, share = settings.host_budget()
+    budget = Budget(plan.max, plan.per, settings.max_per_hour, max_hosts, share)
+    spent = store.take_remediation(task.name, app.host_id, record.run_id, budget)
+    if spent:
+        _open_circuit(app, task, state, record, spent)
         return False
     return True
 
@@ -235,7 +240,7 @@ def _run_fixes(
     stop: threading.Event | None,
 ) -> bool:
     """Run the fixes in order; False (and the circuit open) if one did not succeed."""
-    plan, store = task.remediate, app.store()
+    plan = task.remediate
     assert plan is not None  # noqa: S101 -- _due checked it
     for target in plan.run:
         if stop is not None and stop.is_set():
@@ -246,7 +251,6 @@ def _run_fixes(
         except AlreadyRunning as exc:
             log.warning("remediation.deferred", task=task.name, fix=target, reason=str(exc))
             return False
-        store.add_remediation(task.name, fix.run_id)
         if _interrupted(fix):
             return False  # stopped, not failed: the circuit stays as it is
         if fix.status != "ok":
@@ -257,13 +261,17 @@ def _run_fixes(
     return True
 
 
-def _why_not(app: App, state: CheckState, store: Store) -> str | None:
+def _why_not(app: App, task: Task, state: CheckState, store: Store) -> str | None:
     if not app.config.remediation.enabled:
         return "remediation is disabled in the config (remediation.enabled: false)"
-    if store.setting(PAUSED):
-        return f"remediation is paused ({store.setting(PAUSED)})"
+    paused = store.setting(PAUSED)
+    if paused:
+        return f"remediation is paused ({paused})"
     if state.circuit_open:
         return f"the circuit is open: {state.circuit_reason}"
+    for _task, host, other in store.check_states(task.name):
+        if other.get("circuit_open"):  # a fix that did not help one host stops it fleet-wide
+            return f"the circuit is open on {host or 'the fleet'}: {other.get('circuit_reason')}"
     if state.flapping:
         return "the check is flapping"
     return None
@@ -271,10 +279,11 @@ def _why_not(app: App, state: CheckState, store: Store) -> str | None:
 
 def _open_circuit(app: App, task: Task, state: CheckState, record: RunRecord, reason: str) -> None:
     # Re-read: minutes may have passed (fixes, retries) and another run may have written.
-    raw = app.store().check_state(task.name)
+    host = state_host(app, task)
+    raw = app.store().check_state(task.name, host)
     state = CheckState.from_json(raw) if raw else state
     state.circuit_open, state.circuit_reason = True, reason
-    app.store().save_check_state(task.name, state.to_json())
+    app.store().save_check_state(task.name, state.to_json(), host)
     log.warning("circuit.opened", task=task.name, reason=reason)
     send(
         app,
@@ -306,15 +315,19 @@ def chain(store: Store, run_id: str) -> list[dict[str, Any]]:
 
 
 def reset(app: App, name: str) -> str:
+    """Close the check's circuit on every host (a fleet-wide reset)."""
     task = app.task(name)
     store = app.store()
-    raw = store.check_state(task.name)
-    if not raw or not raw.get("circuit_open"):
+    closed = []
+    for _task, host, raw in store.check_states(task.name):
+        if raw.get("circuit_open"):
+            state = CheckState.from_json(raw)
+            state.circuit_open, state.circuit_reason = False, None
+            store.save_check_state(name, state.to_json(), host)
+            closed.append(host or "fleet")
+    if not closed:
         return f"{name}: the circuit is not open; nothing to reset"
-    state = CheckState.from_json(raw)
-    state.circuit_open, state.circuit_reason = False, None
-    store.save_check_state(name, state.to_json())
-    log.info("circuit.reset", task=name)
+    log.info("circuit.reset", task=name, hosts=closed)
     return f"{name}: circuit closed; automatic fixes may run again"
 
 

@@ -76,6 +76,7 @@ def _run_task(  # pragma: no cover - runs in the child
     from toilbox.context import TaskContext
     from toilbox.errors import TaskFailed
     from toilbox.result import Result, Status
+    from toilbox.store import open_history
 
     log.add_secrets(spec.secrets)
     structlog.contextvars.bind_contextvars(task=spec.task, run_id=spec.run_id, attempt=spec.attempt)
@@ -92,6 +93,7 @@ def _run_task(  # pragma: no cover - runs in the child
         state_dir=state_dir,
         console=console,
         scheduled_for=spec.scheduled_for,
+        open_history=functools.partial(open_history, Path(spec.state_dir), spec.store_url),
     )
     try:
         result = task_type.fn(ctx, spec.params)

@@ -151,7 +151,7 @@ def list_tasks(obj: _Obj, as_json: bool) -> None:
     from toilbox.explain import next_fire
 
     app = obj.app()
-    last = app.store().last_runs()
+    last = app.store().last_runs(list(app.tasks))
     rows = []
     for name, task in app.tasks.items():
         run = last.get(name)
@@ -365,7 +365,13 @@ def report(obj: _Obj, window: str, fmt: str, output: str | None) -> None:
     state_dir = app.state_dir / "tasks" / "report"
     state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     ctx = TaskContext(
-        "report", new_run_id(), 1, False, structlog.get_logger("report.summary"), state_dir
+        "report",
+        new_run_id(),
+        1,
+        False,
+        structlog.get_logger("report.summary"),
+        state_dir,
+        open_history=app.open_history,
     )
     try:
         result = task_type.fn(ctx, params)

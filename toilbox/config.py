@@ -25,12 +25,13 @@ from pydantic import (
 
 from toilbox import schedule, yamlpos
 from toilbox.errors import ConfigError
-from toilbox.units import Duration
+from toilbox.units import Duration, parse_percent
 
 if TYPE_CHECKING:
     from toilbox.plugins import PluginHost, TaskType
 
 TASK_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
+HOST_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,99}$")
 _SECRET = re.compile(r"\$(\$?)\{([^}]*)\}")
 
 
@@ -96,6 +97,9 @@ class TaskConfig(_Strict):
     retry: RetryOverride | None = None
     enabled: bool = True
     description: str | None = None
+    scope: Literal["host", "fleet"] = Field(
+        "host", description="host: runs on every host; fleet: once per slot for the whole fleet"
+    )
     hard_after: int = Field(1, ge=1, le=100, description="results before a problem is HARD")
     notify: list[str] = Field(default_factory=list, description="apprise URLs, besides the global")
     remediate: Remediate | None = None
@@ -144,7 +148,68 @@ class NotifyLimit(_Strict):
 
 class RemediationConfig(_Strict):
     enabled: bool = Field(True, description="false stops every automatic fix (a kill switch)")
-    max_per_hour: int = Field(10, ge=1, description="automatic fixes across all checks")
+    max_per_hour: int = Field(10, ge=1, description="automatic fixes per host, all checks")
+    max_hosts: int | str | None = Field(
+        None,
+        description="fleet-wide: at most this many hosts (3) or this share of the hosts seen"
+        " in the last day (5%) fixed per hour",
+    )
+
+    @field_validator("max_hosts")
+    @classmethod
+    def _count_or_share(cls, value: int | str | None) -> int | str | None:
+        if isinstance(value, str):
+            parse_percent(value)
+        elif isinstance(value, int) and value < 1:
+            raise ValueError("max_hosts must be at least 1 (pause remediation to stop all fixes)")
+        return value
+
+    def host_budget(self) -> tuple[int | None, float | None]:
+        """``max_hosts`` as (count, share); both None when it is not set."""
+        if isinstance(self.max_hosts, str):
+            return None, parse_percent(self.max_hosts) / 100
+        return self.max_hosts, None
+
+
+class FleetTimings(_Strict):
+    """How fleet daemons hold, lose and take over a fleet run (see docs/fleet.md)."""
+
+    lease: Duration = Field(30.0, ge=2, description="how long a claim lasts unless renewed")
+    renew: Duration = Field(10.0, gt=0, description="how often a daemon renews its leases")
+    takeover_grace: Duration = Field(
+        5.0, ge=0, description="how long past its end a lease waits before another daemon takes it"
+    )
+    sweep: Duration = Field(10.0, gt=0, description="how often a daemon looks for dead leases")
+
+    @model_validator(mode="after")
+    def _renew_in_time(self) -> FleetTimings:
+        if self.renew * 2 > self.lease:
+            raise ValueError(
+                "renew must be at most half the lease, so that one missed renewal is harmless"
+            )
+        return self
+
+    @property
+    def fence_after(self) -> float:
+        """A daemon that has not renewed for this long kills its own fleet runs: before
+        anyone may take them over (lease + takeover_grace)."""
+        return self.lease - self.renew
+
+
+class StoreConfig(_Strict):
+    url: str = Field(
+        description='the shared PostgreSQL store of a fleet: "postgresql://user@host/db"'
+    )
+
+    @field_validator("url")
+    @classmethod
+    def _postgres(cls, value: str) -> str:
+        scheme = value.partition("://")[0].lower()
+        if scheme not in ("postgresql", "postgres"):
+            raise ValueError(
+                "store.url must be a postgresql:// URL (leave store out for SQLite in state_dir)"
+            )
+        return value
 
 
 class FlappingConfig(_Strict):
@@ -154,6 +219,17 @@ class FlappingConfig(_Strict):
 
 class Config(_Strict):
     state_dir: Path = Field(default_factory=default_state_dir)
+    store: StoreConfig | None = Field(None, description="absent: SQLite in state_dir")
+    host_id: str | None = Field(
+        None, description="this daemon's name in the fleet (default: the hostname)"
+    )
+    fleet: FleetTimings = FleetTimings()
+    history_retention: Duration = Field(
+        35 * 86400.0,
+        ge=3600,
+        description="runs older than this are pruned (default 35d: a monthly report always"
+        " finds a whole month, and the store stays bounded)",
+    )
     plugin_dirs: list[Path] = Field(default_factory=list)
     timezone: str = "UTC"
     max_concurrent: int = Field(8, ge=1, le=1024, description="runs at once in the daemon")
@@ -170,6 +246,13 @@ class Config(_Strict):
     @classmethod
     def _timezone(cls, value: str) -> str:
         return _known_timezone(value)
+
+    @field_validator("host_id")
+    @classmethod
+    def _host_id(cls, value: str | None) -> str | None:
+        if value is not None and not HOST_ID.match(value):
+            raise ValueError("host_id may use only letters, digits, '.', '_', ':', '-'")
+        return value
 
     @field_validator("tasks")
     @classmethod
@@ -213,6 +296,7 @@ class Task:
     retry: RetryPolicy
     enabled: bool
     description: str | None
+    scope: str = "host"
     timezone: str = "UTC"
     jitter: float | None = None
     on_missed: str = "run_once"
@@ -276,6 +360,7 @@ def resolve_tasks(loaded: LoadedConfig, host: PluginHost) -> dict[str, Task]:
             retry=config.defaults.retry.model_copy(update=override),
             enabled=spec.enabled,
             description=spec.description,
+            scope=spec.scope,
             timezone=spec.timezone or config.timezone,
             jitter=spec.jitter,
             on_missed=spec.on_missed,

@@ -7,6 +7,10 @@ executor hands each due fire to ``fire``, which claims the slot in the store, ap
 the task's ``on_missed`` policy to fires that passed unrun, skips a fire whose task is
 still running, and hands the run to a worker thread.  Each attempt's child process is
 forked by the zygote, never by this threaded process.
+
+In fleet mode a fleet-scope fire is claimed with the task's lease (``claim_fleet_slot``),
+and the upkeep loop (``upkeep``) renews the leases, fences this daemon's fleet runs off
+when it cannot, and takes over the runs of daemons that died.
 """
 
 from __future__ import annotations
@@ -31,14 +35,16 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from toilbox import automation, runner, schedule
 from toilbox.app import App, load_app
 from toilbox.config import Task
-from toilbox.errors import AlreadyRunning, ToilboxError
+from toilbox.errors import AlreadyRunning, RunFenced, StateError, ToilboxError
 from toilbox.metrics import DaemonMetrics
-from toilbox.models import RunRecord, now_iso
+from toilbox.models import Claim, Lease, RunRecord, now_iso, utc_iso
 from toilbox.zygote import Zygote
 
 log = structlog.get_logger("toilbox.daemon")
 DAEMON_LOCK = "_daemon"  # task names start with a letter or digit, so this never collides
 HEARTBEAT_S = 5.0
+FLEET_TRIGGERS_TAKEN_OVER = ("schedule", "catch-up")
+FLEET_KINDS_TAKEN_OVER = ("check", "report")
 
 
 class _Dispatch(BaseExecutor):  # type: ignore[misc]
@@ -66,7 +72,7 @@ def slot_key(task: Task) -> str:
 
 def iso(moment: datetime) -> str:
     """Slots are stored in UTC, so one instant is always one string, and strings sort."""
-    return moment.astimezone(UTC).isoformat()
+    return utc_iso(moment)
 
 
 def jitter_delay(task: Task, slot: datetime) -> float:
@@ -82,9 +88,14 @@ class Daemon:
         self.config_option = config_option
         self.clock = clock or (lambda: datetime.now(UTC))
         self.app: App = load_app(config_option)
+        self.app.pooled = True
         self.stop_attempts = threading.Event()
         self.running: dict[str, Future[None]] = {}
+        self.stops: dict[str, threading.Event] = {}  # each running task's own stop
+        self.leases: dict[str, float] = {}  # fleet leases held for runs: when taken (monotonic)
+        self.held: set[str] = set()  # tasks whose fires the store could not take: catch up
         self._lock = threading.Lock()
+        self.upkeep: Any = None
         self._exit = contextlib.ExitStack()
         self.heartbeat = time.monotonic()
         self.metrics = DaemonMetrics(lambda: len(self.running))
@@ -97,10 +108,22 @@ class Daemon:
 
     def start(self) -> None:
         """Lock the state dir, close abandoned runs, catch up, then schedule everything."""
-        store = self.app.store()  # opening it marks runs left by a dead process as abandoned
-        self._exit.enter_context(store.hold(DAEMON_LOCK, "toilbox daemon", "toilbox daemon"))
-        self.zygote = Zygote.start()  # while this process still has a single thread
+        # First, while this process has a single thread (a database pool starts threads).
+        self.zygote = Zygote.start()
+        try:
+            store = self.app.store()  # opening it marks runs left by a dead process abandoned
+            lease = self.app.config.fleet.lease
+            self._exit.enter_context(
+                store.hold(DAEMON_LOCK, "toilbox daemon", "toilbox daemon", lease_s=lease)
+            )
+        except BaseException:
+            self.zygote.stop()
+            raise
         self.pool = ThreadPoolExecutor(self.app.config.max_concurrent, "toilbox-run")
+        from toilbox.upkeep import Upkeep
+
+        self.upkeep = Upkeep(self)
+        self.upkeep.start()
         caught_up_to = self.clock()
         self.catch_up(caught_up_to)
         self.scheduler = BackgroundScheduler(
@@ -115,7 +138,7 @@ class Daemon:
         if self.app.config.http is not None:
             from toilbox.http import HttpServer
 
-            self.http = HttpServer(self.app.config.http.listen, self.metrics.registry, self.healthy)
+            self.http = HttpServer(self.app.config.http.listen, self.metrics.registry, self.health)
             self.http.start()
         log.info(
             "daemon.started",
@@ -136,15 +159,25 @@ class Daemon:
         # Fires that came late together (the daemon was busy or the machine asleep): the
         # newest is this fire; the older ones are missed, or run first under run_all.
         caught_up = late[-task.catchup_max :] if task.on_missed == "run_all" else []
-        self._record_missed(
-            app, task, late[: len(late) - len(caught_up)], "the daemon was busy or asleep"
-        )
-        self._dispatch(app, task, [*caught_up, slot], "schedule", now)
+        try:
+            self._record_missed(
+                app, task, late[: len(late) - len(caught_up)], "the daemon was busy or asleep"
+            )
+            self._dispatch(app, task, [*caught_up, slot], "schedule", now)
+        except StateError as exc:
+            # The store cannot take the claim (PostgreSQL away, a full disk): a fleet task
+            # fails closed.  Once the store answers again, catch-up settles what passed.
+            with self._lock:
+                self.held.add(name)
+            log.error("slot.not_claimed", task=name, scheduled_for=iso(slot), error=str(exc))
 
-    def catch_up(self, now: datetime) -> None:
-        """Apply each task's ``on_missed`` to the fires that passed while we were down."""
+    def catch_up(self, now: datetime, only: set[str] | None = None) -> None:
+        """Apply each task's ``on_missed`` to the fires that passed while we were down
+        (or while the store could not take their claims: ``only`` those tasks)."""
         for task in self._scheduled(self.app):
-            last = self.app.store().last_slot(task.name)
+            if only is not None and task.name not in only:
+                continue
+            last = self.app.store().last_slot(task.name, self._slot_host(task))
             if last is None or last[1] != slot_key(task):
                 continue  # never fired, or the schedule changed: an edit never fires a run
             trig = schedule.trigger(schedule.parse(task.schedule or ""), task.timezone)
@@ -161,9 +194,15 @@ class Daemon:
         except ToilboxError as exc:
             log.error("config.reload_failed", error=str(exc))
             return False
-        if new.state_dir != old.state_dir:
-            log.error("config.reload_failed", error="state_dir cannot change without a restart")
-            return False
+        for key, was, now in (
+            ("state_dir", old.state_dir, new.state_dir),
+            ("store", old.config.store, new.config.store),
+            ("host_id", old.host_id, new.host_id),
+        ):
+            if was != now:
+                log.error("config.reload_failed", error=f"{key} cannot change without a restart")
+                return False
+        new.pooled = True
         new._store = old.store()
         old_tasks = {t.name: t for t in self._scheduled(old)}
         new_tasks = {t.name: t for t in self._scheduled(new)}
@@ -189,9 +228,11 @@ class Daemon:
         in_flight = list(self.running.values())
         log.info("daemon.stopping", running=sorted(self.running), grace_s=grace)
         if in_flight and wait_for(in_flight, timeout=grace).not_done:
-            self.stop_attempts.set()  # attempts are killed and recorded as interrupted
+            self.stop_all()  # attempts are killed and recorded as interrupted
         if self.pool is not None:
             self.pool.shutdown(wait=True)
+        if self.upkeep is not None:
+            self.upkeep.stop()
         if self.http is not None:
             self.http.stop()
         if self.zygote is not None:
@@ -200,17 +241,57 @@ class Daemon:
         self._exit.close()
         log.info("daemon.stopped")
 
+    def stop_all(self) -> None:
+        self.stop_attempts.set()
+        with self._lock:
+            for stop in self.stops.values():
+                stop.set()
+
+    def fence(self, tasks: set[str], reason: str) -> None:
+        """Kill this daemon's runs of these fleet tasks: their leases are lost."""
+        with self._lock:
+            fenced = sorted(t for t in tasks if t in self.stops and not self.stops[t].is_set())
+            for name in fenced:
+                self.stops[name].set()
+        if fenced:
+            log.error("fleet.fenced", tasks=fenced, reason=reason)
+
     def healthy(self) -> bool:
+        """The scheduler, the zygote and the main loop are alive (what the watchdog needs)."""
         thread = getattr(self.scheduler, "_thread", None)
         alive = bool(self.scheduler and self.scheduler.running and thread and thread.is_alive())
         zygote = self.zygote is not None and self.zygote.alive()
         return alive and zygote and time.monotonic() - self.heartbeat < 3 * HEARTBEAT_S
+
+    def health(self) -> tuple[bool, list[str]]:
+        """``/healthz``: alive, and able to record (a store that fails is reported)."""
+        problems = [] if self.healthy() else ["scheduler stalled"]
+        if self.upkeep is not None and self.upkeep.store_error:
+            scope = "fleet tasks held" if self.app.fleet else "runs cannot be recorded"
+            problems.append(f"store failing ({scope}): {self.upkeep.store_error}")
+        return not problems, problems or ["ok"]
 
     # -- helpers ----------------------------------------------------------------------
 
     @staticmethod
     def _scheduled(app: App) -> list[Task]:
         return [t for t in app.tasks.values() if t.enabled and t.schedule]
+
+    def _slot_host(self, task: Task) -> str:
+        """A host task's slots are this host's; a fleet task's are the fleet's ("")."""
+        return "" if self.app.scope_of(task) == "fleet" else self.app.host_id
+
+    def _lease(self, task: Task, slot: datetime | None, trigger: str, attempt: int = 1) -> Lease:
+        holder = f"pid {os.getpid()} on {socket.gethostname()} as {self.app.host_id}"
+        return Lease(
+            f"task:{task.name}",
+            self.app.store().owner,
+            holder,
+            task.name,
+            iso(slot) if slot else None,
+            trigger,
+            attempt,
+        )
 
     def _add_job(self, task: Task, after: datetime) -> None:
         """Schedule from the first fire after ``after``: catch-up covered up to it, so no
@@ -247,14 +328,18 @@ class Daemon:
         """One ``missed`` record (and log line) for slots that will never run."""
         store = app.store()
         if not_run:
+            # Claimed first: of daemons catching up together, one records the loss.
+            if not store.claim_slot(
+                task.name, iso(not_run[-1]), slot_key(task), "missed", self._slot_host(task)
+            ):
+                return
             self.metrics.missed.labels(task.name).inc(len(not_run))
-            store.claim_slot(task.name, iso(not_run[-1]), slot_key(task), "missed")
             summary = (
                 f"missed {len(not_run)} slot(s) from {iso(not_run[0])} to "
                 f"{iso(not_run[-1])}: {reason} (on_missed: {task.on_missed})"
             )
             store.record(
-                _final_record(
+                self._final_record(
                     task,
                     "missed",
                     summary,
@@ -276,35 +361,29 @@ class Daemon:
     ) -> None:
         """Claim the slots and hand them to a worker, unless the task is still running."""
         store = app.store()
+        fleet = app.scope_of(task) == "fleet"
         with self._lock:
-            busy = self.running.get(task.name)
-            if busy is not None:
+            if task.name in self.running:
                 for slot in slots:
-                    if store.claim_slot(task.name, iso(slot), slot_key(task), "skipped"):
-                        self.metrics.skipped.labels(task.name).inc()
-                        store.record(
-                            _final_record(task, "skipped", "skipped: still running", slot, {})
-                        )
-                        log.warning(
-                            "slot.skipped",
-                            task=task.name,
-                            scheduled_for=iso(slot),
-                            reason="still running",
-                        )
+                    self._skip(app, task, slot, "still running")
                 return
-            claimed = [
-                s
-                for s in slots
-                if store.claim_slot(
-                    task.name,
-                    iso(s),
-                    slot_key(task),
-                    f"{socket.gethostname()}:{os.getpid()}",
-                )
-            ]
+            if fleet:
+                claimed = self._claim_fleet(app, task, slots, trigger)
+            else:
+                claimed = [
+                    s
+                    for s in slots
+                    if store.claim_slot(
+                        task.name,
+                        iso(s),
+                        slot_key(task),
+                        f"{socket.gethostname()}:{os.getpid()}",
+                        app.host_id,
+                    )
+                ]
             if not claimed or self.pool is None:
                 return
-            self.running[task.name] = self.pool.submit(self._run, app, task, claimed, trigger)
+            self._submit(app, task, claimed, trigger, leased=fleet)
         lag = (self.clock() - claimed[-1]).total_seconds()
         log.info(
             "task.fired",
@@ -314,10 +393,95 @@ class Daemon:
             dispatch_lag_ms=round(lag * 1000, 3),
         )
 
-    def _run(self, app: App, task: Task, slots: list[datetime], trigger: str) -> None:
+    def _claim_fleet(
+        self, app: App, task: Task, slots: list[datetime], trigger: str
+    ) -> list[datetime]:
+        """The first slot this daemon wins, with the task's lease (the later ones of a
+        run_all catch-up ride on it); a slot whose task runs elsewhere is skipped."""
+        store = app.store()
+        lease_s = app.config.fleet.lease
+        for index, slot in enumerate(slots):
+            claim = store.claim_fleet_slot(
+                task.name, iso(slot), slot_key(task), self._lease(task, slot, trigger), lease_s
+            )
+            if claim.outcome is Claim.WON:
+                self.leases[f"task:{task.name}"] = time.monotonic()
+                rest = [
+                    s
+                    for s in slots[index + 1 :]
+                    if store.claim_slot(task.name, iso(s), slot_key(task), store.owner)
+                ]
+                return [slot, *rest]
+            if claim.outcome is Claim.BUSY:
+                self._record_skipped(app, task, slot, f"still running ({claim.holder})")
+            elif claim.outcome is Claim.EARLY:
+                # Our clock is ahead of the database's: ask again when the slot is due there.
+                retry = threading.Timer(
+                    claim.early_s + 0.001,
+                    self._retry_early,
+                    (app, task, slots[index:], trigger),
+                )
+                retry.daemon = True
+                retry.start()
+                log.info("slot.early", task=task.name, scheduled_for=iso(slot),
+                         early_ms=round(claim.early_s * 1000, 3))
+                return []
+        return []
+
+    def _retry_early(self, app: App, task: Task, slots: list[datetime], trigger: str) -> None:
+        if self.app is not app or self.stop_attempts.is_set():
+            return
+        try:
+            self._dispatch(app, task, slots, trigger, self.clock())
+        except StateError as exc:
+            with self._lock:
+                self.held.add(task.name)
+            log.error("slot.not_claimed", task=task.name, error=str(exc))
+
+    def _skip(self, app: App, task: Task, slot: datetime, reason: str) -> None:
+        """A fire of a task this daemon is still running: claimed as skipped, recorded."""
+        if app.store().claim_slot(
+            task.name, iso(slot), slot_key(task), "skipped", self._slot_host(task)
+        ):
+            self._record_skipped(app, task, slot, reason)
+
+    def _record_skipped(self, app: App, task: Task, slot: datetime, reason: str) -> None:
+        self.metrics.skipped.labels(task.name).inc()
+        app.store().record(self._final_record(task, "skipped", f"skipped: {reason}", slot, {}))
+        log.warning("slot.skipped", task=task.name, scheduled_for=iso(slot), reason=reason)
+
+    def _submit(
+        self,
+        app: App,
+        task: Task,
+        slots: list[datetime],
+        trigger: str,
+        *,
+        leased: bool,
+        first_attempt: int = 1,
+    ) -> None:
+        """Hand a claimed run to a worker (under ``self._lock``)."""
+        assert self.pool is not None  # noqa: S101 -- started
+        self.stops[task.name] = threading.Event()
+        if self.stop_attempts.is_set():
+            self.stops[task.name].set()
+        self.running[task.name] = self.pool.submit(
+            self._run, app, task, slots, trigger, leased, first_attempt
+        )
+
+    def _run(
+        self,
+        app: App,
+        task: Task,
+        slots: list[datetime],
+        trigger: str,
+        leased: bool = False,
+        first_attempt: int = 1,
+    ) -> None:
+        stop = self.stops.get(task.name) or self.stop_attempts
         try:
             for slot in slots:
-                if self.stop_attempts.wait(jitter_delay(task, slot)):
+                if stop.wait(jitter_delay(task, slot)):
                     return
                 try:
                     record = automation.run(
@@ -325,27 +489,89 @@ class Daemon:
                         task.name,
                         trigger=trigger,
                         scheduled_for=slot,
-                        stop=self.stop_attempts,
+                        stop=stop,
                         purpose="toilbox daemon",
                         zygote=self.zygote,
+                        leased=leased,
+                        first_attempt=first_attempt,
                     )
                 except AlreadyRunning as exc:
-                    app.store().record(_final_record(task, "skipped", f"skipped: {exc}", slot, {}))
-                    self.metrics.skipped.labels(task.name).inc()
-                    log.warning("slot.skipped", task=task.name, reason=str(exc))
+                    self._record_skipped(app, task, slot, str(exc))
                     continue
+                first_attempt = 1
                 self.metrics.run_finished(record)
+        except RunFenced as exc:
+            log.error("run.fenced", task=task.name, error=str(exc))
         except ToilboxError as exc:
             log.error("run.failed_to_start", task=task.name, error=str(exc))
         except Exception:
             log.exception("run.crashed_in_daemon", task=task.name)
         finally:
+            if leased:
+                self._release(app, task)
             with self._lock:
                 self.running.pop(task.name, None)
+                self.stops.pop(task.name, None)
+
+    def _release(self, app: App, task: Task) -> None:
+        name = f"task:{task.name}"
+        with self._lock:
+            self.leases.pop(name, None)
+        try:
+            app.store().release_lease(name, app.store().owner)
+        except StateError as exc:  # it expires by itself
+            log.warning("fleet.release_failed", task=task.name, error=str(exc))
+
+    def take_over(self, lease: Lease) -> None:
+        """A dead daemon's lease on one of our fleet tasks: take its run over, or, for a
+        run that must not run twice, record it abandoned and let the next slot decide."""
+        app, store = self.app, self.app.store()
+        task = app.tasks.get(lease.task or "")
+        if task is None or app.scope_of(task) != "fleet" or lease.owner == store.owner:
+            return
+        taken = store.take_over(lease, store.owner, self._lease(task, None, "").holder,
+                                app.config.fleet.lease)
+        if taken is None:
+            return  # another daemon was first
+        in_flight = store.running_fleet(task.name)
+        for run in in_flight:
+            store.mark_abandoned(
+                run.run_id,
+                f"abandoned: {lease.holder} stopped renewing its lease; taken over by"
+                f" {app.host_id}",
+            )
+        rerun = (
+            lease.trigger in FLEET_TRIGGERS_TAKEN_OVER
+            and task.type.kind in FLEET_KINDS_TAKEN_OVER
+            and lease.scheduled_for is not None
+            and (not in_flight or taken.attempt <= task.retry.attempts)
+        )
+        log.warning(
+            "fleet.taken_over",
+            task=task.name,
+            from_holder=lease.holder,
+            scheduled_for=lease.scheduled_for,
+            abandoned=[r.run_id for r in in_flight],
+            rerun=rerun,
+        )
+        with self._lock:
+            if rerun and task.name not in self.running and self.pool is not None:
+                self.leases[f"task:{task.name}"] = time.monotonic()
+                slot = datetime.fromisoformat(lease.scheduled_for or "")
+                attempt = taken.attempt if in_flight else 1
+                self._submit(app, task, [slot], lease.trigger or "schedule", leased=True,
+                             first_attempt=attempt)
+                return
+        store.release_lease(taken.name, store.owner)
+
+    def _final_record(
+        self, task: Task, status: str, summary: str, slot: datetime, data: dict[str, Any]
+    ) -> RunRecord:
+        return _final_record(self.app, task, status, summary, slot, data)
 
 
 def _final_record(
-    task: Task, status: str, summary: str, slot: datetime, data: dict[str, Any]
+    app: App, task: Task, status: str, summary: str, slot: datetime, data: dict[str, Any]
 ) -> RunRecord:
     now = now_iso()
     return RunRecord(
@@ -362,6 +588,8 @@ def _final_record(
         summary=summary,
         data=data,
         duration_s=0.0,
+        host=app.host_id,
+        scope=app.scope_of(task),
     )
 
 
@@ -396,7 +624,7 @@ def serve(config_option: str | None) -> int:
     daemon = Daemon(config_option)
     requests: list[str] = []
     wake = threading.Event()
-    with _signals(requests, wake, daemon.stop_attempts.set):
+    with _signals(requests, wake, daemon.stop_all):
         daemon.start()
         notifier.ready()
         while True:

@@ -32,6 +32,10 @@ class StateError(ToilboxError):
     """The state directory or store cannot be used (read-only, full, corrupt)."""
 
 
+class RunFenced(StateError):  # noqa: N818 -- reads as the verdict users see
+    """A fleet run lost its lease while it ran; another daemon took it over."""
+
+
 class AlreadyRunning(ToilboxError):  # noqa: N818 -- reads as the verdict users see
     """The task (or daemon) lock is held by another process."""
 

@@ -24,7 +24,10 @@ class _Server(WSGIServer):
 
 class HttpServer:
     def __init__(
-        self, listen: str, registry: CollectorRegistry, healthy: Callable[[], bool]
+        self,
+        listen: str,
+        registry: CollectorRegistry,
+        health: Callable[[], tuple[bool, list[str]]],
     ) -> None:
         host, _, port = listen.rpartition(":")
         metrics_app = make_wsgi_app(registry)
@@ -32,11 +35,11 @@ class HttpServer:
         def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
             path = environ.get("PATH_INFO", "")
             if path == "/healthz":
-                ok = healthy()
+                ok, lines = health()
                 start_response(
                     "200 OK" if ok else "503 Service Unavailable", [("Content-Type", "text/plain")]
                 )
-                return [b"ok\n" if ok else b"scheduler stalled\n"]
+                return ["".join(f"{line}\n" for line in lines).encode()]
             if path == "/metrics":
                 return metrics_app(environ, start_response)  # type: ignore[no-any-return]
             start_response("404 Not Found", [("Content-Type", "text/plain")])

@@ -7,6 +7,7 @@ them importing a module above itself.
 
 from __future__ import annotations
 
+import enum
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -23,8 +24,8 @@ def now_iso() -> str:
 
 
 def utc_iso(moment: datetime) -> str:
-    """An aware datetime as the UTC string the store keeps (one instant, one string)."""
-    return moment.astimezone(UTC).isoformat()
+    """An aware datetime as the UTC string the store keeps: one instant, one string."""
+    return moment.astimezone(UTC).isoformat(timespec="microseconds")
 
 
 @dataclass
@@ -51,6 +52,8 @@ class RunRecord:
     details: str = ""
     output: str = ""
     dry_run: bool = False
+    host: str = ""  # the host_id of the daemon or command that ran it
+    scope: str = "host"  # "host": runs on every host; "fleet": once per slot for the fleet
 
     def to_json(self, *, history: bool = False) -> dict[str, Any]:
         """The ``run --json`` object; ``history=True`` adds the timing and lineage keys."""
@@ -77,6 +80,8 @@ class RunRecord:
                 parent_run_id=self.parent_run_id,
                 hostname=self.hostname,
                 pid=self.pid,
+                host=self.host,
+                scope=self.scope,
             )
         return out
 
@@ -110,3 +115,66 @@ class AttemptSpec:
     state_dir: str
     scheduled_for: datetime | None = None
     secrets: tuple[str, ...] = ()  # to redact: a zygote may predate a reloaded config
+    store_url: str | None = None  # the fleet's store, for ctx.history(); None: SQLite
+
+
+class Claim(enum.Enum):
+    """What became of an attempt to claim a fleet slot."""
+
+    WON = "won"  # ours: the slot row and the task's lease are held
+    LOST = "lost"  # another daemon claimed the slot first
+    BUSY = "busy"  # the slot is ours, but the task is still running: record it skipped
+    EARLY = "early"  # our clock is ahead of the database's: try again later
+
+
+@dataclass(frozen=True)
+class SlotClaim:
+    outcome: Claim
+    early_s: float = 0.0  # for EARLY: how far ahead of the database's clock we are
+    holder: str | None = None  # for BUSY: who holds the task
+
+
+@dataclass(frozen=True)
+class Lease:
+    """A fleet run's claim on its task, renewed by the daemon that holds it.
+
+    ``name`` is what is held (``task:NAME`` for a fleet task); the job fields say what to
+    run again if the holder dies: the slot, the trigger and the attempt it was on.
+    """
+
+    name: str
+    owner: str  # the daemon instance (one per process, never reused)
+    holder: str  # in words, for whoever is refused
+    task: str | None = None
+    scheduled_for: str | None = None
+    trigger: str | None = None
+    attempt: int = 1
+    lease_until: str | None = None
+
+
+@dataclass(frozen=True)
+class HostInfo:
+    """A daemon as the fleet sees it (``toilbox fleet``)."""
+
+    host_id: str
+    hostname: str
+    version: str
+    config_hash: str
+    started_at: str
+    last_seen: str
+    alive: bool
+    runs_day: int = 0
+    failures_day: int = 0
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "host_id": self.host_id,
+            "hostname": self.hostname,
+            "version": self.version,
+            "config_hash": self.config_hash,
+            "started_at": self.started_at,
+            "last_seen": self.last_seen,
+            "alive": self.alive,
+            "runs_day": self.runs_day,
+            "failures_day": self.failures_day,
+        }

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import threading
@@ -19,9 +20,10 @@ from tenacity import (
     wait_random,
 )
 
+from toilbox.errors import RunFenced
 from toilbox.isolation import Outcome, run_attempt
 from toilbox.log import redact
-from toilbox.models import RUNNING, AttemptSpec, RunRecord, now_iso
+from toilbox.models import RUNNING, AttemptSpec, RunRecord, now_iso, utc_iso
 from toilbox.result import Status
 from toilbox.store import Store
 
@@ -56,15 +58,27 @@ def run_task(
     stop: threading.Event | None = None,
     purpose: str = "toilbox run",
     zygote: Zygote | None = None,
+    leased: bool = False,
+    first_attempt: int = 1,
 ) -> RunRecord:
     """Run ``name`` once, now, and return its finished record.
 
-    Raises AlreadyRunning if the task's lock is held elsewhere.  An interrupted run is
+    Raises AlreadyRunning if the task's lock is held elsewhere, and RunFenced if the run
+    was taken away from us meanwhile (its verdict is then void).  An interrupted run is
     recorded as such and returned; the caller decides what an interruption means.
+    ``leased``: the caller already holds the fleet task's lease, which is its lock.
+    ``first_attempt``: a run taken over from a dead daemon goes on from its attempt.
     """
     task = app.task(name)
     store = app.store()
-    with store.hold(name, f'task "{name}"', purpose):
+    lock = (
+        contextlib.nullcontext()
+        if leased
+        else store.hold(
+            name, f'task "{name}"', purpose, scope=app.scope_of(task), lease_s=_lock_lease(task)
+        )
+    )
+    with lock:
         record = RunRecord(
             run_id=new_run_id(),
             task=name,
@@ -74,9 +88,11 @@ def run_task(
             started_at=now_iso(),
             hostname=socket.gethostname(),
             pid=os.getpid(),
-            scheduled_for=scheduled_for.isoformat() if scheduled_for else None,
+            scheduled_for=utc_iso(scheduled_for) if scheduled_for else None,
             parent_run_id=parent_run_id,
             dry_run=dry_run,
+            host=app.host_id,
+            scope=app.scope_of(task),
         )
         store.start_run(record)
         _ping(task.ping, "/start", record)
@@ -85,13 +101,18 @@ def run_task(
             started = time.monotonic()
             try:
                 outcome, attempts = _attempts(
-                    app, task, record, dry_run, force, stop, zygote, scheduled_for
+                    app, task, record, dry_run, force, stop, zygote, scheduled_for, first_attempt
                 )
             except Exception as exc:  # a bug of ours: record it, never leave a run "running"
                 log.exception("run.crashed_in_runner")
                 outcome, attempts = Outcome("crashed", f"toilbox failed to run it: {exc}"), 0
             _finish(record, outcome, attempts, time.monotonic() - started)
-            store.finish_run(record)
+            if not store.finish_run(record):
+                log.warning("run.fenced", status=record.status, summary=record.summary)
+                raise RunFenced(
+                    f'the run {record.run_id} of task "{name}" was taken over while it ran;'
+                    " its result is discarded"
+                )
             log.info(
                 "run.finished",
                 status=record.status,
@@ -103,6 +124,13 @@ def run_task(
     _ping(task.ping, "/fail" if record.status in ("critical", "unknown") else "", record)
     app.plugins.run_finished(record)
     return record
+
+
+def _lock_lease(task: Task) -> float:
+    """How long a fleet task's lock may be held without renewal (a one-shot run does
+    not renew): every attempt's timeout and every backoff, and a minute to spare."""
+    retry = task.retry
+    return task.timeout * retry.attempts + retry.max_backoff * retry.attempts + 60.0
 
 
 def _ping(url: str | None, suffix: str, record: RunRecord) -> None:
@@ -133,13 +161,15 @@ def _attempts(
     stop: threading.Event | None,
     zygote: Zygote | None,
     scheduled_for: datetime | None,
+    first_attempt: int = 1,
 ) -> tuple[Outcome, int]:
     attempt_number = 0
     outcome = Outcome("crashed", "no attempt was made")
+    left = max(1, task.retry.attempts - first_attempt + 1)
     try:
-        for attempt in _retrying(task.retry, stop):
+        for attempt in _retrying(task.retry, stop, left):
             with attempt:
-                attempt_number = attempt.retry_state.attempt_number
+                attempt_number = attempt.retry_state.attempt_number + first_attempt - 1
                 if stop is not None and stop.is_set():
                     return Outcome("interrupted", "stopped by shutdown"), attempt_number - 1
                 spec = AttemptSpec(
@@ -154,6 +184,7 @@ def _attempts(
                     state_dir=str(app.state_dir),
                     scheduled_for=scheduled_for,
                     secrets=tuple(app.loaded.secrets),
+                    store_url=app.config.store.url if app.config.store else None,
                 )
                 with structlog.contextvars.bound_contextvars(attempt=attempt_number):
                     outcome = run_attempt(spec, task.timeout, stop, zygote)
@@ -170,7 +201,7 @@ def _attempts(
     return outcome, attempt_number
 
 
-def _retrying(policy: RetryPolicy, stop: threading.Event | None) -> Retrying:
+def _retrying(policy: RetryPolicy, stop: threading.Event | None, attempts: int) -> Retrying:
     def before_sleep(state: RetryCallState) -> None:
         log.info(
             "attempt.retrying",
@@ -186,7 +217,7 @@ def _retrying(policy: RetryPolicy, stop: threading.Event | None) -> Retrying:
             time.sleep(seconds)
 
     return Retrying(
-        stop=stop_after_attempt(policy.attempts),
+        stop=stop_after_attempt(attempts),
         # backoff, 2x, 4x ... capped, plus up to one backoff of jitter so that tasks that
         # failed together do not retry in lockstep.
         wait=wait_exponential(multiplier=policy.backoff, max=policy.max_backoff)
@@ -218,10 +249,13 @@ def _finish(record: RunRecord, outcome: Outcome, attempts: int, duration: float)
     record.error = {"type": outcome.kind, "message": record.summary, **redact(outcome.details)}
 
 
-def recover_abandoned(store: Store) -> list[str]:
-    """Close runs left ``running`` by a process that died: their task lock is free."""
+def recover_abandoned(store: Store, host: str) -> list[str]:
+    """Close runs left ``running`` on this host by a process that died: their task lock
+    is free."""
     abandoned = []
-    for run in store.running(socket.gethostname()):
+    for run in store.running(host):
+        if run.scope == "fleet":
+            continue  # a fleet run's lease says whether it is alive, not this host's locks
         if store.holder(run.task) is None:
             store.mark_abandoned(
                 run.run_id, f"abandoned: pid {run.pid} died while the run was in progress"

@@ -20,8 +20,7 @@ from typing import Any
 
 import toilbox
 from toilbox.models import RunRecord
-from toilbox.store import Store
-from toilbox.store.sqlite import SqliteStore
+from toilbox.store import ReadOnlyHistory
 from toilbox.units import format_size
 from toilbox_reports.params import SummaryParams
 
@@ -35,15 +34,8 @@ EMAIL_SCHEMES = ("mailto", "mailtos")
 
 def run(ctx: toilbox.TaskContext, params: SummaryParams) -> toilbox.Result:
     until = ctx.now()
-    # The task's own state dir is <state_dir>/tasks/<task>: the store is two levels up.
-    state_root = ctx.state_dir.parent.parent
-    if not (state_root / "toilbox.db").exists():
-        raise toilbox.TaskFailed(f"no run history in {state_root} yet")
-    store = SqliteStore.open(state_root)
-    try:
-        report = build(store, until - timedelta(seconds=params.window), until, params.tasks)
-    finally:
-        store.close()
+    with ctx.history() as history:
+        report = build(history, until - timedelta(seconds=params.window), until, params.tasks)
     report["title"] = params.title
     written = deliver(report, params, ctx)
     headline = report["headline"]
@@ -62,7 +54,7 @@ def run(ctx: toilbox.TaskContext, params: SummaryParams) -> toilbox.Result:
 
 
 def build(
-    store: Store, since: datetime, until: datetime, only: list[str] | None = None
+    store: ReadOnlyHistory, since: datetime, until: datetime, only: list[str] | None = None
 ) -> dict[str, Any]:
     """The report as plain data: the json format, and what the templates read."""
     runs = store.runs_between(since.isoformat(), until.isoformat())

@@ -1,20 +1,49 @@
 """The state store: a port (``Store``) and the factory that opens its backend.
 
-SQLite in the state directory is the default and needs nothing configured.
+SQLite in the state directory is the default and needs nothing configured.  With
+``store: {url: postgresql://...}`` the daemons of a fleet share PostgreSQL (see
+``fleet_store``): fleet-scope work is coordinated there, and host-scope runs are kept
+locally first, so they go on while the database is away.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from toilbox.store.base import Store
+from toilbox.store.base import Budget, ReadOnlyHistory, Store
 
 
-def open_store(state_dir: Path) -> Store:
-    """Open the configured store (today: SQLite in ``state_dir``)."""
+def open_store(
+    state_dir: Path, url: str | None = None, host_id: str = "", pooled: bool = False
+) -> Store:
+    """Open the configured store: SQLite in ``state_dir``, or the fleet's PostgreSQL
+    (``pooled``: a connection pool for a daemon's threads; otherwise one connection, and
+    no thread, so that a one-shot command may still fork its attempts)."""
     from toilbox.store.sqlite import SqliteStore
 
-    return SqliteStore.open(state_dir)
+    if url is None:
+        return SqliteStore.open(state_dir)
+    from toilbox.store.fleet_store import FleetStore
+    from toilbox.store.postgres import PostgresStore
+
+    local = SqliteStore.open(state_dir, outbox=True)
+    try:
+        shared = PostgresStore.open(url, pooled=pooled)
+    except BaseException:
+        local.close()
+        raise
+    return FleetStore(shared, local, host_id)
 
 
-__all__ = ["Store", "open_store"]
+def open_history(state_dir: Path, url: str | None = None) -> ReadOnlyHistory:
+    """The store, for reading only (a plugin's ``ctx.history()``)."""
+    if url is None:
+        from toilbox.store.sqlite import SqliteStore
+
+        return SqliteStore.open(state_dir)
+    from toilbox.store.postgres import PostgresStore
+
+    return PostgresStore.open(url)
+
+
+__all__ = ["Budget", "ReadOnlyHistory", "Store", "open_history", "open_store"]

@@ -1,130 +1,75 @@
-"""The SQLite store: the default backend, a file in the state directory.
+"""The SQLite store: the default backend, one file in the state directory.
 
 SQLite in WAL mode.  A run is written when it starts (so a crash leaves evidence) and
 again when it ends.  Run locks are ``flock`` files beside it (``toilbox.locks``): they
-vanish with the process that holds them.
+vanish with the process that holds them, so a killed toilbox never leaves one behind.
+Every timestamp is a UTC instant in one ISO format (``models.utc_iso``), so strings
+sort as instants.  The SQL is in ``sqlite_sql``.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import socket
 import sqlite3
+import stat
 import threading
-from contextlib import AbstractContextManager
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import fields
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from toilbox import locks
-from toilbox.errors import StateError
-from toilbox.models import RUNNING, RunRecord, now_iso
-
-SCHEMA_VERSION = 4
-_AUTOMATION = """
-CREATE TABLE IF NOT EXISTS check_states (
-    task  TEXT PRIMARY KEY,
-    state TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS notifications (
-    id         INTEGER PRIMARY KEY AUTOINCREMENT,
-    dedupe_key TEXT NOT NULL UNIQUE,
-    task       TEXT NOT NULL,
-    kind       TEXT NOT NULL,
-    run_id     TEXT,
-    title      TEXT NOT NULL,
-    body       TEXT NOT NULL,
-    sent_to    TEXT NOT NULL,
-    created_at TEXT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS notifications_run ON notifications (run_id);
-CREATE TABLE IF NOT EXISTS notify_sends (
-    destination TEXT NOT NULL,
-    sent_at     TEXT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS notify_sends_dest ON notify_sends (destination, sent_at);
-CREATE TABLE IF NOT EXISTS remediations (
-    check_task TEXT NOT NULL,
-    run_id     TEXT NOT NULL,
-    started_at TEXT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS remediations_at ON remediations (started_at);
-CREATE TABLE IF NOT EXISTS settings (
-    key   TEXT PRIMARY KEY,
-    value TEXT NOT NULL
-);
-"""
-_SLOTS = """
-CREATE TABLE IF NOT EXISTS slots (
-    task          TEXT NOT NULL,
-    scheduled_for TEXT NOT NULL,
-    schedule      TEXT NOT NULL,
-    claimed_by    TEXT NOT NULL,
-    claimed_at    TEXT NOT NULL,
-    PRIMARY KEY (task, scheduled_for)
-);
-"""
-_SCHEMA = (
-    """
-CREATE TABLE IF NOT EXISTS runs (
-    run_id        TEXT PRIMARY KEY,
-    task          TEXT NOT NULL,
-    task_type     TEXT NOT NULL,
-    status        TEXT NOT NULL,
-    trigger       TEXT NOT NULL,
-    started_at    TEXT NOT NULL,
-    finished_at   TEXT,
-    scheduled_for TEXT,
-    parent_run_id TEXT,
-    attempts      INTEGER NOT NULL DEFAULT 0,
-    duration_s    REAL,
-    summary       TEXT NOT NULL DEFAULT '',
-    metrics       TEXT NOT NULL DEFAULT '{}',
-    data          TEXT NOT NULL DEFAULT '{}',
-    error         TEXT,
-    details       TEXT NOT NULL DEFAULT '',
-    output        TEXT NOT NULL DEFAULT '',
-    dry_run       INTEGER NOT NULL DEFAULT 0,
-    hostname      TEXT NOT NULL,
-    pid           INTEGER NOT NULL
-);
-CREATE INDEX IF NOT EXISTS runs_task_started ON runs (task, started_at);
-CREATE INDEX IF NOT EXISTS runs_started ON runs (started_at);
-CREATE INDEX IF NOT EXISTS runs_running ON runs (status) WHERE status = 'running';
-"""
-    + _SLOTS
-    + _AUTOMATION
+from toilbox import destinations, locks
+from toilbox.errors import AlreadyRunning, StateError
+from toilbox.models import (
+    RUNNING,
+    Claim,
+    HostInfo,
+    Lease,
+    RunRecord,
+    SlotClaim,
+    now_iso,
 )
-# Steps from each older version to the next; a new database gets _SCHEMA directly.
-_MIGRATIONS = {
-    2: "ALTER TABLE runs ADD COLUMN details TEXT NOT NULL DEFAULT '';",
-    3: _SLOTS,
-    4: _AUTOMATION,
-}
+from toilbox.store import sqlite_sql as sql
+from toilbox.store.base import (
+    ALIVE_S,
+    HOSTS_WINDOW_S,
+    Budget,
+    ReadOnlyHistory,
+    budget_verdict,
+)
+
+SCHEMA_VERSION = sql.SCHEMA_VERSION
 _JSON_COLUMNS = ("metrics", "data", "error")
+_RUN_COLUMNS = tuple(f.name for f in fields(RunRecord))
 
 
 class SqliteStore:
     """The SQLite backend of the ``Store`` port.  Open with ``SqliteStore.open(state_dir)``."""
 
-    def __init__(self, db: sqlite3.Connection, path: Path) -> None:
+    kind = "sqlite"
+
+    def __init__(self, db: sqlite3.Connection, path: Path, outbox: bool = False) -> None:
         self._db = db
         self.path = path
         self.state_dir = path.parent
         self.location = str(path)
+        self.outbox = outbox  # fleet mode: host runs wait here to be shipped
+        self.owner = f"{socket.gethostname()}:{os.getpid()}:{os.urandom(4).hex()}"
         # One connection serves the daemon's threads; sqlite3 asks callers to serialise.
         self._lock = threading.RLock()
 
-    def _query(self, sql: str, args: tuple[Any, ...] = ()) -> list[sqlite3.Row]:
-        with self._lock:
-            return self._db.execute(sql, args).fetchall()
+    # -- opening -----------------------------------------------------------------------
 
     @classmethod
-    def open(cls, state_dir: Path) -> SqliteStore:
+    def open(cls, state_dir: Path, *, outbox: bool = False) -> SqliteStore:
         path = state_dir / "toilbox.db"
         try:
             state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+            _refuse_truncated(path)
             db = sqlite3.connect(path, timeout=30, isolation_level=None, check_same_thread=False)
             db.row_factory = sqlite3.Row
             db.execute("PRAGMA journal_mode=WAL")
@@ -135,224 +80,418 @@ class SqliteStore:
             raise StateError(f"state dir {state_dir}: {exc.strerror or exc}") from None
         except sqlite3.Error as exc:
             raise StateError(f"state store {path}: {_explain(exc, state_dir)}") from None
-        return cls(db, path)
+        return cls(db, path, outbox)
 
     def close(self) -> None:
-        self._db.close()
+        with self._lock:
+            self._db.close()
 
-    def _write(self, sql: str, args: tuple[Any, ...] | dict[str, Any]) -> None:
+    def history_reader(self) -> ReadOnlyHistory:
+        return self
+
+    # -- plumbing ----------------------------------------------------------------------
+
+    def _fail(self, exc: sqlite3.Error) -> StateError:
+        return StateError(f"state store {self.path}: {_explain(exc, self.state_dir)}")
+
+    def _query(self, statement: str, args: Any = ()) -> list[sqlite3.Row]:
         try:
             with self._lock:
-                self._db.execute(sql, args)
+                return self._db.execute(statement, args).fetchall()
         except sqlite3.Error as exc:
-            reason = _explain(exc, self.path.parent)
-            raise StateError(f"state store {self.path}: {reason}") from None
+            raise self._fail(exc) from None
+
+    def _write(self, statement: str, args: Any = ()) -> int:
+        try:
+            with self._lock:
+                return self._db.execute(statement, args).rowcount
+        except sqlite3.Error as exc:
+            raise self._fail(exc) from None
+
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        """BEGIN IMMEDIATE: what is read inside is still true when the writes commit."""
+        try:
+            with self._lock:
+                self._db.execute("BEGIN IMMEDIATE")
+                try:
+                    yield self._db
+                except BaseException:
+                    self._db.execute("ROLLBACK")
+                    raise
+                self._db.execute("COMMIT")
+        except sqlite3.Error as exc:
+            raise self._fail(exc) from None
+
+    # -- runs --------------------------------------------------------------------------
 
     def start_run(self, record: RunRecord) -> None:
-        row = _to_row(record)
-        columns = ", ".join(row)
-        self._write(
-            f"INSERT INTO runs ({columns}) VALUES ({', '.join(':' + c for c in row)})",  # noqa: S608 -- column names are ours
-            row,
-        )
+        with self._transaction() as db:
+            db.execute(sql.INSERT_RUN, _to_row(record))
+            self._queue(db, record.run_id)
 
-    def finish_run(self, record: RunRecord) -> None:
-        row = _to_row(record)
-        assignments = ", ".join(f"{c} = :{c}" for c in row if c != "run_id")
-        self._write(f"UPDATE runs SET {assignments} WHERE run_id = :run_id", row)  # noqa: S608
-
-    def get(self, run_id: str) -> RunRecord | None:
-        rows = self._query("SELECT * FROM runs WHERE run_id = ?", (run_id,))
-        return _from_row(rows[0]) if rows else None
-
-    def history(self, task: str | None = None, limit: int = 20) -> list[RunRecord]:
-        if task is None:
-            rows = self._query(
-                "SELECT * FROM runs ORDER BY started_at DESC, rowid DESC LIMIT ?", (limit,)
-            )
-        else:
-            rows = self._query(
-                "SELECT * FROM runs WHERE task = ? ORDER BY started_at DESC, rowid DESC LIMIT ?",
-                (task, limit),
-            )
-        return [_from_row(row) for row in rows]
-
-    def last_runs(self) -> dict[str, RunRecord]:
-        """The newest run of each task."""
-        rows = self._query(
-            "SELECT r.* FROM runs r JOIN (SELECT task, MAX(started_at) AS started_at"
-            " FROM runs WHERE status NOT IN ('skipped', 'missed') GROUP BY task) last"
-            " USING (task, started_at)"
-        )
-        return {row["task"]: _from_row(row) for row in rows}
-
-    def claim_slot(self, task: str, scheduled_for: str, schedule: str, claimed_by: str) -> bool:
-        """Claim a scheduled fire; False if it was claimed before (by anyone, ever)."""
-        try:
-            with self._lock:
-                cursor = self._db.execute(
-                    "INSERT OR IGNORE INTO slots (task, scheduled_for, schedule, claimed_by,"
-                    " claimed_at) VALUES (?, ?, ?, ?, ?)",
-                    (task, scheduled_for, schedule, claimed_by, now_iso()),
-                )
-        except sqlite3.Error as exc:
-            raise StateError(f"state store {self.path}: {exc}") from None
-        return cursor.rowcount == 1
-
-    def last_slot(self, task: str) -> tuple[str, str] | None:
-        """The newest claimed slot of a task and the schedule it was claimed under."""
-        rows = self._query(
-            "SELECT scheduled_for, schedule FROM slots WHERE task = ?"
-            " ORDER BY scheduled_for DESC LIMIT 1",
-            (task,),
-        )
-        return (rows[0][0], rows[0][1]) if rows else None
+    def finish_run(self, record: RunRecord) -> bool:
+        with self._transaction() as db:
+            updated = db.execute(sql.FINISH_RUN, _to_row(record)).rowcount
+            if updated:
+                self._queue(db, record.run_id)
+        return bool(updated)
 
     def record(self, record: RunRecord) -> None:
-        """Store a record that is already final (a skipped or missed slot)."""
         self.start_run(record)
 
-    def hold(self, name: str, what: str, purpose: str) -> AbstractContextManager[None]:
-        return locks.hold(self.state_dir, name, what, purpose)
+    def _queue(self, db: sqlite3.Connection, run_id: str) -> None:
+        if self.outbox:
+            db.execute(sql.OUTBOX_ADD, (run_id,))
 
-    def holder(self, name: str) -> str | None:
-        return locks.holder(self.state_dir, name)
+    def get(self, run_id: str) -> RunRecord | None:
+        rows = self._query(sql.GET_RUN, (run_id,))
+        return _from_row(rows[0]) if rows else None
 
-    def size_bytes(self) -> int:
-        return sum(p.stat().st_size for p in self.path.parent.glob(self.path.name + "*"))
+    def history(
+        self, task: str | None = None, limit: int = 20, host: str | None = None
+    ) -> list[RunRecord]:
+        rows = self._query(
+            sql.HISTORY, {"task": task, "host": host, "limit": limit}
+        )
+        return [_from_row(row) for row in rows]
+
+    def last_runs(self, tasks: list[str], host: str | None = None) -> dict[str, RunRecord]:
+        """The newest run of each task that ran (not skipped or missed); one index
+        probe per task, so its cost does not grow with the history."""
+        out = {}
+        for task in tasks:
+            rows = self._query(sql.LAST_RUN, {"task": task, "host": host})
+            if rows:
+                out[task] = _from_row(rows[0])
+        return out
+
+    def last_success_times(self, tasks: list[str]) -> dict[str, str]:
+        out = {}
+        for task in tasks:
+            rows = self._query(sql.LAST_SUCCESS, (task,))
+            if rows and rows[0][0]:
+                out[task] = rows[0][0]
+        return out
+
+    def children(self, run_id: str) -> list[RunRecord]:
+        return [_from_row(row) for row in self._query(sql.CHILDREN, (run_id,))]
+
+    def running(self, host: str) -> list[RunRecord]:
+        return [_from_row(row) for row in self._query(sql.RUNNING_ON, (host,))]
+
+    def running_fleet(self, task: str) -> list[RunRecord]:
+        return [_from_row(row) for row in self._query(sql.RUNNING_FLEET, (task,))]
+
+    def mark_abandoned(self, run_id: str, message: str) -> bool:
+        error = json.dumps({"type": "abandoned", "message": message})
+        with self._transaction() as db:
+            updated = db.execute(
+                sql.MARK_ABANDONED, (now_iso(), error, message, run_id, RUNNING)
+            ).rowcount
+            if updated:
+                self._queue(db, run_id)
+        return bool(updated)
+
+    def runs_between(self, since: str, until: str) -> list[RunRecord]:
+        return [_from_row(row) for row in self._query(sql.RUNS_BETWEEN, (since, until))]
+
+    def last_runs_before(self, since: str) -> dict[str, RunRecord]:
+        rows = self._query(sql.LAST_RUNS_BEFORE, (since,))
+        return {row["task"]: _from_row(row) for row in rows}
+
+    # -- slots -------------------------------------------------------------------------
+
+    def claim_slot(
+        self, task: str, scheduled_for: str, schedule: str, claimed_by: str, host: str = ""
+    ) -> bool:
+        return self._write(
+            sql.CLAIM_SLOT, (task, host, scheduled_for, schedule, claimed_by, now_iso())
+        ) == 1
+
+    def last_slot(self, task: str, host: str = "") -> tuple[str, str] | None:
+        rows = self._query(sql.LAST_SLOT, (task, host))
+        return (rows[0][0], rows[0][1]) if rows else None
+
+    def claim_fleet_slot(
+        self, task: str, scheduled_for: str, schedule: str, lease: Lease, lease_s: float
+    ) -> SlotClaim:
+        """The slot and the task's lease, in one transaction: a claimed slot always has
+        a lease, so a daemon dying between the two can never lose the slot."""
+        with self._transaction() as db:
+            now = datetime.now(UTC)
+            early = (datetime.fromisoformat(scheduled_for) - now).total_seconds()
+            if early > 0:
+                return SlotClaim(Claim.EARLY, early_s=early)
+            won = db.execute(
+                sql.CLAIM_SLOT, (task, "", scheduled_for, schedule, lease.owner, now_iso())
+            ).rowcount
+            if not won:
+                return SlotClaim(Claim.LOST)
+            if not self._take_lease(db, lease, lease_s):
+                holder = db.execute(sql.LEASE_HOLDER, (lease.name,)).fetchone()
+                return SlotClaim(Claim.BUSY, holder=holder[0] if holder else None)
+        return SlotClaim(Claim.WON)
+
+    # -- leases ------------------------------------------------------------------------
+
+    def _take_lease(self, db: sqlite3.Connection, lease: Lease, lease_s: float) -> bool:
+        now = datetime.now(UTC)
+        row = {
+            "name": lease.name,
+            "owner": lease.owner,
+            "holder": lease.holder,
+            "task": lease.task,
+            "scheduled_for": lease.scheduled_for,
+            "trigger": lease.trigger,
+            "attempt": lease.attempt,
+            "now": now.isoformat(timespec="microseconds"),
+            "until": (now + timedelta(seconds=lease_s)).isoformat(timespec="microseconds"),
+        }
+        return bool(db.execute(sql.TAKE_LEASE, row).rowcount)
+
+    def acquire_lease(self, lease: Lease, lease_s: float) -> bool:
+        with self._transaction() as db:
+            return self._take_lease(db, lease, lease_s)
+
+    def renew_leases(self, owner: str, lease_s: float) -> list[str]:
+        until = (datetime.now(UTC) + timedelta(seconds=lease_s)).isoformat(
+            timespec="microseconds"
+        )
+        return [row[0] for row in self._query(sql.RENEW_LEASES, (until, owner))]
+
+    def release_lease(self, name: str, owner: str) -> None:
+        self._write(sql.RELEASE_LEASE, (name, owner))
+
+    def expired_leases(self, grace_s: float) -> list[Lease]:
+        before = (datetime.now(UTC) - timedelta(seconds=grace_s)).isoformat(
+            timespec="microseconds"
+        )
+        return [_lease(row) for row in self._query(sql.EXPIRED_LEASES, (before,))]
+
+    def take_over(self, lease: Lease, owner: str, holder: str, lease_s: float) -> Lease | None:
+        """Move an expired lease to ``owner``, once: of several daemons, one wins."""
+        with self._transaction() as db:
+            now = datetime.now(UTC)
+            moved = db.execute(
+                sql.TAKE_OVER,
+                {
+                    "name": lease.name,
+                    "old": lease.owner,
+                    "owner": owner,
+                    "holder": holder,
+                    "now": now.isoformat(timespec="microseconds"),
+                    "until": (now + timedelta(seconds=lease_s)).isoformat(
+                        timespec="microseconds"
+                    ),
+                },
+            ).rowcount
+        if not moved:
+            return None
+        return Lease(
+            lease.name, owner, holder, lease.task, lease.scheduled_for, lease.trigger,
+            lease.attempt + 1,
+        )
+
+    def lease(self, name: str) -> Lease | None:
+        rows = self._query(sql.GET_LEASE, (name,))
+        return _lease(rows[0]) if rows else None
+
+    def lease_holder(self, name: str) -> str | None:
+        rows = self._query(sql.LIVE_LEASE_HOLDER, (name, now_iso()))
+        return str(rows[0][0]) if rows else None
+
+    # -- hosts -------------------------------------------------------------------------
+
+    def heartbeat(self, host: HostInfo) -> None:
+        self._write(
+            sql.HEARTBEAT,
+            (host.host_id, host.hostname, host.version, host.config_hash, host.started_at,
+             now_iso()),
+        )
+
+    def hosts(self) -> list[HostInfo]:
+        now = datetime.now(UTC)
+        day = (now - timedelta(seconds=HOSTS_WINDOW_S)).isoformat(timespec="microseconds")
+        alive_after = (now - timedelta(seconds=ALIVE_S)).isoformat(timespec="microseconds")
+        return [
+            HostInfo(
+                host_id=row["host_id"],
+                hostname=row["hostname"],
+                version=row["version"],
+                config_hash=row["config_hash"],
+                started_at=row["started_at"],
+                last_seen=row["last_seen"],
+                alive=row["last_seen"] >= alive_after,
+                runs_day=row["runs_day"],
+                failures_day=row["failures_day"],
+            )
+            for row in self._query(sql.HOSTS, {"day": day})
+        ]
 
     # -- automation: check states, notifications, remediation budgets, switches --------
 
-    def check_state(self, task: str) -> dict[str, Any] | None:
-        rows = self._query("SELECT state FROM check_states WHERE task = ?", (task,))
+    def check_state(self, task: str, host: str = "") -> dict[str, Any] | None:
+        rows = self._query(sql.CHECK_STATE, (task, host))
         return json.loads(rows[0][0]) if rows else None
 
-    def save_check_state(self, task: str, state: dict[str, Any]) -> None:
-        self._write(
-            "INSERT INTO check_states (task, state) VALUES (?, ?)"
-            " ON CONFLICT (task) DO UPDATE SET state = excluded.state",
-            (task, json.dumps(state)),
-        )
+    def save_check_state(self, task: str, state: dict[str, Any], host: str = "") -> None:
+        self._write(sql.SAVE_CHECK_STATE, (task, host, json.dumps(state)))
+
+    def check_states(self, task: str | None = None) -> list[tuple[str, str, dict[str, Any]]]:
+        rows = self._query(sql.CHECK_STATES, {"task": task})
+        return [(row[0], row[1], json.loads(row[2])) for row in rows]
 
     def add_notification(
         self, dedupe_key: str, task: str, kind: str, run_id: str | None, title: str, body: str
     ) -> bool:
-        """Record a notification once; False if this one was recorded before."""
-        try:
-            with self._lock:
-                cursor = self._db.execute(
-                    "INSERT OR IGNORE INTO notifications (dedupe_key, task, kind, run_id, title,"
-                    " body, sent_to, created_at) VALUES (?, ?, ?, ?, ?, ?, '[]', ?)",
-                    (dedupe_key, task, kind, run_id, title, body, now_iso()),
-                )
-        except sqlite3.Error as exc:
-            raise StateError(f"state store {self.path}: {exc}") from None
-        return cursor.rowcount == 1
+        return self._write(
+            sql.ADD_NOTIFICATION, (dedupe_key, task, kind, run_id, title, body, now_iso())
+        ) == 1
 
-    def set_notification_sent_to(self, dedupe_key: str, destinations: list[str]) -> None:
-        self._write(
-            "UPDATE notifications SET sent_to = ? WHERE dedupe_key = ?",
-            (json.dumps(destinations), dedupe_key),
-        )
+    def set_notification_sent_to(self, dedupe_key: str, sent_to: list[str]) -> None:
+        """``sent_to`` is stored as labels only: an apprise URL carries its token."""
+        labels = [destinations.label(url) for url in sent_to]
+        self._write(sql.SET_SENT_TO, (json.dumps(labels), dedupe_key))
 
     def notifications_for(self, run_ids: list[str]) -> list[dict[str, Any]]:
+        if not run_ids:
+            return []
         marks = ",".join("?" * len(run_ids))
-        rows = self._query(
-            "SELECT kind, run_id, title, body, sent_to, created_at FROM notifications"  # noqa: S608
-            f" WHERE run_id IN ({marks}) ORDER BY id",
-            tuple(run_ids),
-        )
+        rows = self._query(sql.NOTIFICATIONS_FOR.format(marks=marks), tuple(run_ids))
         return [{**dict(row), "sent_to": json.loads(row["sent_to"])} for row in rows]
 
     def take_send_slot(self, destination: str, limit: int, window_s: float) -> bool:
         """Count one send to ``destination`` unless ``limit`` were sent within the window."""
         since = (datetime.now(UTC) - timedelta(seconds=window_s)).isoformat()
-        try:
-            with self._lock:
-                # IMMEDIATE: the count and the insert are one step for every process.
-                self._db.execute("BEGIN IMMEDIATE")
-                try:
-                    sent = self._db.execute(
-                        "SELECT COUNT(*) FROM notify_sends WHERE destination = ? AND sent_at >= ?",
-                        (destination, since),
-                    ).fetchone()[0]
-                    if sent < limit:
-                        self._db.execute(
-                            "INSERT INTO notify_sends VALUES (?, ?)", (destination, now_iso())
-                        )
-                finally:
-                    self._db.execute("COMMIT")
-        except sqlite3.Error as exc:
-            raise StateError(f"state store {self.path}: {exc}") from None
+        dest = destinations.key(destination)
+        with self._transaction() as db:
+            sent = db.execute(sql.COUNT_SENDS, (dest, since)).fetchone()[0]
+            if sent < limit:
+                db.execute(sql.ADD_SEND, (dest, now_iso()))
         return bool(sent < limit)
+
+    def take_remediation(self, check: str, host: str, run_id: str, budget: Budget) -> str | None:
+        """Count one fix of ``check`` on ``host`` unless a budget forbids it; None when
+        taken, else why not.  The counts and the insert are one transaction."""
+        now = datetime.now(UTC)
+        with self._transaction() as db:
+            counts = db.execute(
+                sql.REMEDIATION_COUNTS,
+                {
+                    "check": check,
+                    "host": host,
+                    "per": (now - timedelta(seconds=budget.per_s)).isoformat(),
+                    "hour": (now - timedelta(hours=1)).isoformat(),
+                    "day": (now - timedelta(seconds=HOSTS_WINDOW_S)).isoformat(),
+                },
+            ).fetchone()
+            why_not = budget_verdict(budget, *counts)
+            if why_not is None:
+                db.execute(sql.ADD_REMEDIATION, (check, host, run_id, now_iso()))
+        return why_not
 
     def count_remediations(self, window_s: float, check: str | None = None) -> int:
         since = (datetime.now(UTC) - timedelta(seconds=window_s)).isoformat()
-        if check is None:
-            rows = self._query("SELECT COUNT(*) FROM remediations WHERE started_at >= ?", (since,))
-        else:
-            rows = self._query(
-                "SELECT COUNT(*) FROM remediations WHERE check_task = ? AND started_at >= ?",
-                (check, since),
-            )
+        rows = self._query(sql.COUNT_REMEDIATIONS, {"check": check, "since": since})
         return int(rows[0][0])
 
-    def add_remediation(self, check: str, run_id: str) -> None:
-        self._write("INSERT INTO remediations VALUES (?, ?, ?)", (check, run_id, now_iso()))
-
-    def children(self, run_id: str) -> list[RunRecord]:
-        rows = self._query(
-            "SELECT * FROM runs WHERE parent_run_id = ? ORDER BY started_at, rowid", (run_id,)
-        )
-        return [_from_row(row) for row in rows]
+    def remediated_hosts(self, window_s: float) -> int:
+        since = (datetime.now(UTC) - timedelta(seconds=window_s)).isoformat()
+        return int(self._query(sql.REMEDIATED_HOSTS, (since,))[0][0])
 
     def setting(self, key: str) -> str | None:
-        rows = self._query("SELECT value FROM settings WHERE key = ?", (key,))
+        rows = self._query(sql.GET_SETTING, (key,))
         return str(rows[0][0]) if rows else None
 
     def set_setting(self, key: str, value: str | None) -> None:
         if value is None:
-            self._write("DELETE FROM settings WHERE key = ?", (key,))
+            self._write(sql.DELETE_SETTING, (key,))
         else:
-            self._write(
-                "INSERT INTO settings (key, value) VALUES (?, ?)"
-                " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-                (key, value),
-            )
+            self._write(sql.SET_SETTING, (key, value))
 
-    def running(self, hostname: str) -> list[RunRecord]:
-        rows = self._query(
-            "SELECT * FROM runs WHERE status = ? AND hostname = ?", (RUNNING, hostname)
-        )
-        return [_from_row(row) for row in rows]
+    # -- run locks ---------------------------------------------------------------------
 
-    def mark_abandoned(self, run_id: str, message: str) -> None:
-        error = json.dumps({"type": "abandoned", "message": message})
-        self._write(
-            "UPDATE runs SET status = 'unknown', finished_at = ?, error = ?,"
-            " summary = ? WHERE run_id = ? AND status = ?",
-            (now_iso(), error, message, run_id, RUNNING),
-        )
+    def hold(
+        self, name: str, what: str, purpose: str, *, scope: str = "host", lease_s: float = 0
+    ) -> AbstractContextManager[None]:
+        """A ``flock`` in the state dir; a fleet task's lock is its lease row, as on
+        PostgreSQL (the one a claimed fleet slot holds)."""
+        if scope != "fleet":
+            return locks.hold(self.state_dir, name, what, purpose)
+        return _leased(self, name, what, purpose, lease_s)
 
-    def runs_between(self, since: str, until: str) -> list[RunRecord]:
-        """Runs started in [since, until), oldest first (reports read a window of history)."""
-        rows = self._query(
-            "SELECT * FROM runs WHERE started_at >= ? AND started_at < ?"
-            " ORDER BY started_at, rowid",
-            (since, until),
-        )
-        return [_from_row(row) for row in rows]
+    def holder(self, name: str) -> str | None:
+        return locks.holder(self.state_dir, name) or self.lease_holder(f"task:{name}")
 
-    def last_runs_before(self, since: str) -> dict[str, RunRecord]:
-        """The newest finished run of each task started before ``since``: states at a
-        window's start."""
-        rows = self._query(
-            "SELECT r.* FROM runs r JOIN (SELECT task, MAX(started_at) AS started_at FROM runs"
-            " WHERE started_at < ? AND status NOT IN ('skipped', 'missed', 'running')"
-            " GROUP BY task) last USING (task, started_at)",
-            (since,),
+    # -- the outbox (fleet mode: host runs shipped to the shared store) ------------------
+
+    def unshipped(self, limit: int = 500) -> list[RunRecord]:
+        return [_from_row(row) for row in self._query(sql.OUTBOX_RUNS, (limit,))]
+
+    def shipped(self, runs: list[RunRecord]) -> None:
+        """Forget what was shipped, unless it changed again since it was read."""
+        with self._transaction() as db:
+            for run in runs:
+                db.execute(sql.OUTBOX_DONE, (run.run_id, run.run_id, run.status, run.finished_at))
+
+    # -- housekeeping ------------------------------------------------------------------
+
+    def prune(self, before: str, slots_before: str, batch: int = 1000) -> int:
+        """Delete up to ``batch`` runs started before ``before`` (and old slots, sends and
+        remediations); returns how many runs went.  Small batches keep each write lock
+        short, so the scheduler never waits long for the file."""
+        with self._transaction() as db:
+            deleted = db.execute(sql.PRUNE_RUNS, (before, batch)).rowcount
+            db.execute(sql.PRUNE_SLOTS, (slots_before, batch))
+            db.execute(sql.PRUNE_NOTIFICATIONS, (before, batch))
+            db.execute(sql.PRUNE_SENDS, (before, batch))
+            db.execute(sql.PRUNE_REMEDIATIONS, (before, batch))
+        return int(deleted)
+
+    def compact(self) -> None:
+        """Give freed pages back to the filesystem, a little at a time."""
+        self._write("PRAGMA incremental_vacuum(2000)")
+
+    def size_bytes(self) -> int:
+        return sum(p.stat().st_size for p in self.path.parent.glob(self.path.name + "*"))
+
+    def explain_plan(self, statement: str, args: Any = ()) -> list[str]:
+        """``EXPLAIN QUERY PLAN`` of one of our statements (tests keep the indexes used)."""
+        return [row[3] for row in self._query("EXPLAIN QUERY PLAN " + statement, args)]
+
+
+@contextmanager
+def _leased(
+    store: SqliteStore, name: str, what: str, purpose: str, lease_s: float
+) -> Iterator[None]:
+    holder = f"pid {os.getpid()} on {socket.gethostname()} ({purpose}) since {now_iso()}"
+    lease = Lease(f"task:{name}", store.owner, holder, name, None, "manual")
+    if not store.acquire_lease(lease, lease_s or 86400.0):
+        taken_by = store.lease_holder(lease.name) or "holder unknown"
+        raise AlreadyRunning(f"{what} is already running ({taken_by})")
+    try:
+        yield
+    finally:
+        store.release_lease(lease.name, store.owner)
+
+
+def _refuse_truncated(path: Path) -> None:
+    """An existing store cut to zero bytes is damage, not a new store: creating one on
+    top would silently drop every slot claim and the whole history."""
+    try:
+        info = path.lstat()
+    except FileNotFoundError:
+        return
+    if stat.S_ISLNK(info.st_mode):
+        raise StateError(f"state store {path} is a symlink; refusing to follow it")
+    if not stat.S_ISREG(info.st_mode):
+        raise StateError(f"state store {path} is not a regular file")
+    if info.st_size == 0:
+        raise StateError(
+            f"state store {path} is empty (0 bytes): it was truncated or damaged; restore it"
+            " from a backup, or move it away to start a new history"
         )
-        return {row["task"]: _from_row(row) for row in rows}
 
 
 def _migrate(db: sqlite3.Connection, path: Path) -> None:
@@ -360,28 +499,62 @@ def _migrate(db: sqlite3.Connection, path: Path) -> None:
         return
     # Two processes may open an old store at once: one migrates, the other then sees it done.
     db.execute("BEGIN IMMEDIATE")
-    version = db.execute("PRAGMA user_version").fetchone()[0]
-    if version == SCHEMA_VERSION:
-        db.execute("COMMIT")
-        return
-    if version > SCHEMA_VERSION:
+    try:
+        version = db.execute("PRAGMA user_version").fetchone()[0]
+        if version > SCHEMA_VERSION:
+            raise StateError(
+                f"state store {path} was written by a newer toilbox (schema {version})"
+            )
+        if version == 0:
+            for statement in _statements(sql.SCHEMA):
+                db.execute(statement)
+        else:
+            for step in range(version + 1, SCHEMA_VERSION + 1):
+                _MIGRATIONS[step](db)
+        db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+    except BaseException:
         db.execute("ROLLBACK")
-        raise StateError(f"state store {path} was written by a newer toilbox (schema {version})")
-    script = (
-        _SCHEMA
-        if version == 0
-        else "".join(_MIGRATIONS[v] for v in range(version + 1, SCHEMA_VERSION + 1))
-    )
-    # One statement at a time: executescript() would commit the transaction first.
-    for statement in f"{script}; PRAGMA user_version={SCHEMA_VERSION}".split(";"):
-        if statement.strip():
-            db.execute(statement)
+        raise
     db.execute("COMMIT")
+
+
+def _statements(script: str) -> list[str]:
+    # One statement at a time: executescript() would commit the transaction first.
+    return [s for s in script.split(";") if s.strip()]
+
+
+def _run_script(script: str) -> Callable[[sqlite3.Connection], None]:
+    def step(db: sqlite3.Connection) -> None:
+        for statement in _statements(script):
+            db.execute(statement)
+
+    return step
+
+
+def _to_v5(db: sqlite3.Connection) -> None:
+    """Hosts and scopes; UTC slots; destinations stored without their secrets."""
+    here = {"here": socket.gethostname()}
+    for statement in _statements(sql.MIGRATE_5):
+        db.execute(statement, here if ":here" in statement else ())
+    for row_id, sent_to in db.execute(sql.NOTIFICATIONS_SENT_TO).fetchall():
+        labels = [destinations.label(url) for url in json.loads(sent_to or "[]")]
+        db.execute(sql.SET_NOTIFICATION_SENT_TO, (json.dumps(labels), row_id))
+    for row_id, destination in db.execute(sql.SENDS).fetchall():
+        db.execute(sql.SET_SEND_DESTINATION, (destinations.key(destination), row_id))
+
+
+# Steps from each older version to the next; a new database gets the schema directly.
+_MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {
+    2: _run_script(sql.MIGRATE_2),
+    3: _run_script(sql.MIGRATE_3),
+    4: _run_script(sql.MIGRATE_4),
+    5: _to_v5,
+}
 
 
 def _to_row(record: RunRecord) -> dict[str, Any]:
     # Not dataclasses.asdict: it deep-copies metrics and data, only to serialise them.
-    row = {f.name: getattr(record, f.name) for f in fields(record)}
+    row = {name: getattr(record, name) for name in _RUN_COLUMNS}
     for column in _JSON_COLUMNS:
         row[column] = json.dumps(row[column]) if row[column] is not None else None
     row["dry_run"] = int(record.dry_run)
@@ -389,18 +562,31 @@ def _to_row(record: RunRecord) -> dict[str, Any]:
 
 
 def _from_row(row: sqlite3.Row) -> RunRecord:
-    values = dict(row)
+    values = {name: row[name] for name in _RUN_COLUMNS}
     for column in _JSON_COLUMNS:
         values[column] = json.loads(values[column]) if values[column] is not None else None
     values["dry_run"] = bool(values["dry_run"])
     return RunRecord(**values)
 
 
+def _lease(row: sqlite3.Row) -> Lease:
+    return Lease(
+        name=row["name"],
+        owner=row["owner"],
+        holder=row["holder"],
+        task=row["task"],
+        scheduled_for=row["scheduled_for"],
+        trigger=row["trigger"],
+        attempt=row["attempt"],
+        lease_until=row["lease_until"],
+    )
+
+
 def _explain(exc: sqlite3.Error, state_dir: Path) -> str:
     """SQLite says "unable to open database file"; the OS knows why (read-only, full, ...)."""
     probe = state_dir / f".toilbox-write-test-{os.getpid()}"
     try:
-        fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
         try:
             os.write(fd, b"x" * 4096)
             os.fsync(fd)
