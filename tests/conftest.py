@@ -90,3 +90,46 @@ def cli(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp
         return Invocation(code, captured.out, captured.err)
 
     return invoke
+
+
+# -- PostgreSQL: a database per test session, a schema per test ------------------------------
+
+PG_ADMIN_URL = os.environ.get("TOILBOX_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
+
+
+@pytest.fixture(scope="session")
+def pg_database():
+    """A database of this test session's own on the local PostgreSQL, dropped at the end.
+    Where no PostgreSQL answers, the tests that need it skip and say why."""
+    try:
+        import psycopg
+    except ImportError:
+        pytest.skip("psycopg is not installed (pip install '.[test]')")
+    try:
+        admin = psycopg.connect(PG_ADMIN_URL, connect_timeout=3, autocommit=True)
+    except psycopg.Error as exc:
+        pytest.skip(
+            f"no PostgreSQL at {PG_ADMIN_URL} ({str(exc).splitlines()[0]}): the fleet tests need"
+            " one (.ci/run starts it; TOILBOX_TEST_PG names another)"
+        )
+    name = f"toilbox_test_{os.getpid()}_{os.urandom(3).hex()}"
+    admin.execute(f"CREATE DATABASE {name}")
+    base, _, _ = PG_ADMIN_URL.rpartition("/")
+    try:
+        yield f"{base}/{name}"
+    finally:
+        admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        admin.close()
+
+
+@pytest.fixture
+def pg_url(pg_database):
+    """A connection URL whose tables live in a schema of this test's own."""
+    import psycopg
+
+    schema = f"t_{os.urandom(5).hex()}"
+    with psycopg.connect(pg_database, autocommit=True) as conn:
+        conn.execute(f"CREATE SCHEMA {schema}")
+    yield f"{pg_database}?options=-csearch_path%3D{schema}"
+    with psycopg.connect(pg_database, autocommit=True) as conn:
+        conn.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")

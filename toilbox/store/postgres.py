@@ -108,6 +108,9 @@ class PostgresStore:
             ) from None
         location = redacted_url(url)
         settings = {**_CONNECTION, "row_factory": dict_row}
+        given = _url_options(url)
+        if given:  # the URL's own options (a search_path, say) are kept beside ours
+            settings["options"] = f"{given} {settings['options']}"
         pool: ConnectionPool[Any] | OneConnection
         if pooled:
             pool = ConnectionPool(
@@ -414,11 +417,14 @@ class PostgresStore:
                 "day_s": HOSTS_WINDOW_S}
         with self._conn() as conn, conn.transaction():
             conn.execute(Q["lock_budget"])
-            counts = conn.execute(Q["remediation_counts"], args).fetchone()
-            values = list(counts.values()) if counts else [0, 0, 0, False, 0]
+            counts = conn.execute(Q["remediation_counts"], args).fetchone() or {}
             why_not = budget_verdict(
-                budget, int(values[0]), int(values[1]), int(values[2]), bool(values[3]),
-                int(values[4])
+                budget,
+                int(counts["check_fixes"]),
+                int(counts["host_fixes_hour"]),
+                int(counts["hosts_fixed_hour"]),
+                bool(counts["this_host_counted"]),
+                int(counts["hosts_seen_day"]),
             )
             if why_not is None:
                 conn.execute(Q["add_remediation"], args)
@@ -517,6 +523,15 @@ class OneConnection:
         with self._lock:
             if self._conn is not None:
                 self._conn.close()
+
+
+def _url_options(url: str) -> str:
+    from psycopg.conninfo import conninfo_to_dict
+
+    try:
+        return str(conninfo_to_dict(url).get("options") or "")
+    except Exception:
+        return ""
 
 
 def _now() -> str:

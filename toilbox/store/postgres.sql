@@ -316,15 +316,16 @@ SELECT name FROM budgets WHERE name = 'remediation' FOR UPDATE;
 SELECT
     (SELECT count(*) FROM remediations
      WHERE check_task = %(check)s AND host = %(host)s
-       AND started_at >= now() - make_interval(secs => %(per_s)s)),
+       AND started_at >= now() - make_interval(secs => %(per_s)s)) AS check_fixes,
     (SELECT count(*) FROM remediations
-     WHERE host = %(host)s AND started_at >= now() - interval '1 hour'),
+     WHERE host = %(host)s AND started_at >= now() - interval '1 hour') AS host_fixes_hour,
     (SELECT count(DISTINCT host) FROM remediations
-     WHERE started_at >= now() - interval '1 hour'),
+     WHERE started_at >= now() - interval '1 hour') AS hosts_fixed_hour,
     (SELECT count(*) FROM remediations
-     WHERE host = %(host)s AND started_at >= now() - interval '1 hour') > 0,
+     WHERE host = %(host)s AND started_at >= now() - interval '1 hour') > 0
+        AS this_host_counted,
     (SELECT count(*) FROM hosts
-     WHERE last_seen >= now() - make_interval(secs => %(day_s)s));
+     WHERE last_seen >= now() - make_interval(secs => %(day_s)s)) AS hosts_seen_day;
 
 -- name: add_remediation
 INSERT INTO remediations (check_task, host, run_id) VALUES (%(check)s, %(host)s, %(run_id)s);

@@ -47,7 +47,6 @@ CREATE TABLE notifications (
     sent_to    TEXT NOT NULL,
     created_at TEXT NOT NULL
 );
-CREATE TABLE sqlite_sequence(name,seq);
 CREATE INDEX notifications_run ON notifications (run_id);
 CREATE TABLE notify_sends (
     destination TEXT NOT NULL,

@@ -1,0 +1,509 @@
+"""One contract, every backend: the same tests against SQLite and PostgreSQL.
+
+Each test opens real stores (a SQLite file; a schema of its own in a real PostgreSQL),
+and the races run in real processes.  A backend that drifts from the contract fails here.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import sqlite3
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from toilbox.errors import AlreadyRunning, StateError
+from toilbox.models import Claim, HostInfo, Lease, RunRecord, now_iso, utc_iso
+from toilbox.store.base import Budget, Store
+from toilbox.store.sqlite import SqliteStore
+
+DATA = Path(__file__).parent / "data" / "sqlite_schemas"
+T0 = datetime(2026, 11, 1, 12, 0, tzinfo=UTC)
+
+
+@dataclass
+class Backend:
+    kind: str
+    where: str  # a state dir, or a URL
+    opened: list[Store]
+
+    def open(self) -> Store:
+        if self.kind == "sqlite":
+            store: Store = SqliteStore.open(Path(self.where))
+        else:
+            from toilbox.store.postgres import PostgresStore
+
+            store = PostgresStore.open(self.where)
+        self.opened.append(store)
+        return store
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def backend(request, tmp_path) -> Iterator[Backend]:
+    where = str(tmp_path / "state") if request.param == "sqlite" else request.getfixturevalue(
+        "pg_url"
+    )
+    found = Backend(request.param, where, [])
+    yield found
+    for store in found.opened:
+        store.close()
+
+
+@pytest.fixture
+def store(backend) -> Store:
+    return backend.open()
+
+
+def at(minutes: float) -> str:
+    return utc_iso(T0 + timedelta(minutes=minutes))
+
+
+def run(
+    run_id: str,
+    task: str = "t",
+    status: str = "running",
+    minute: float = 0,
+    host: str = "h1",
+    **changes,
+) -> RunRecord:
+    record = RunRecord(
+        run_id=run_id,
+        task=task,
+        task_type="check.x",
+        status=status,
+        trigger="schedule",
+        started_at=at(minute),
+        hostname="machine",
+        pid=1,
+        host=host,
+    )
+    return replace(record, **changes)
+
+
+def finished(record: RunRecord, status: str = "ok", **changes) -> RunRecord:
+    return replace(record, status=status, finished_at=record.started_at, attempts=1,
+                   duration_s=0.5, summary=f"{status} now", metrics={"x": {"value": 1}},
+                   data={"k": [1, 2]}, **changes)
+
+
+# -- runs -----------------------------------------------------------------------------------
+
+
+def test_a_run_is_written_when_it_starts_and_again_when_it_ends(store):
+    started = run("r1", scheduled_for=at(0))
+    store.start_run(started)
+    assert store.get("r1") == started
+    done = finished(started, error={"type": "exception", "message": "m"}, details="long\ntext")
+    assert store.finish_run(done) is True
+    assert store.get("r1") == done
+    assert store.get("nope") is None
+
+
+def test_a_finish_is_rejected_once_the_run_is_no_longer_running(store):
+    store.start_run(run("r1"))
+    assert store.mark_abandoned("r1", "abandoned: taken over") is True
+    assert store.finish_run(finished(run("r1"))) is False, "a fenced owner's late write"
+    kept = store.get("r1")
+    assert kept.status == "unknown"
+    assert kept.error == {"type": "abandoned", "message": "abandoned: taken over"}
+    assert store.mark_abandoned("r1", "again") is False
+
+
+def test_timestamps_are_utc_instants_whatever_offset_they_came_with(store):
+    paris = datetime(2026, 11, 1, 13, 0, tzinfo=UTC).astimezone()
+    store.start_run(run("r1", scheduled_for=utc_iso(paris)))
+    assert store.get("r1").scheduled_for == "2026-11-01T13:00:00.000000+00:00"
+
+
+def test_history_is_newest_first_and_filters_by_task_and_host(store):
+    for i in range(5):
+        store.record(finished(run(f"a{i}", task="a", minute=i, host="h1" if i % 2 else "h2")))
+        store.record(finished(run(f"b{i}", task="b", minute=i + 0.5)))
+    assert [r.run_id for r in store.history(limit=3)] == ["b4", "a4", "b3"]
+    assert [r.run_id for r in store.history("a")] == ["a4", "a3", "a2", "a1", "a0"]
+    assert [r.run_id for r in store.history("a", host="h1")] == ["a3", "a1"]
+    assert [r.run_id for r in store.history(host="h2", limit=2)] == ["a4", "a2"]
+
+
+def test_last_runs_skips_what_never_ran(store):
+    store.record(finished(run("a1", task="a", minute=1)))
+    store.record(finished(run("a2", task="a", minute=2), status="skipped"))
+    store.record(finished(run("b1", task="b", minute=1), status="critical"))
+    store.record(finished(run("c1", task="c", minute=1, host="h2")))
+    last = store.last_runs(["a", "b", "c", "never"])
+    assert {t: r.run_id for t, r in last.items()} == {"a": "a1", "b": "b1", "c": "c1"}
+    assert set(store.last_runs(["a", "c"], host="h1")) == {"a"}
+    assert store.last_success_times(["a", "b"]) == {"a": at(1)}
+
+
+def test_children_running_and_windows(store):
+    store.record(finished(run("p", minute=1)))
+    store.record(finished(run("fix", task="fix", minute=2, trigger="remediation",
+                              parent_run_id="p")))
+    store.start_run(run("verify", minute=3, trigger="verify", parent_run_id="p"))
+    store.start_run(run("elsewhere", task="u", minute=3, host="h2"))
+    store.start_run(run("fleet", task="f", minute=3, host="h2", scope="fleet"))
+    assert [r.run_id for r in store.children("p")] == ["fix", "verify"]
+    assert {r.run_id for r in store.running("h1")} == {"verify"}
+    assert [r.run_id for r in store.running_fleet("f")] == ["fleet"]
+    assert [r.run_id for r in store.runs_between(at(1.5), at(3))] == ["fix"]
+    before = store.last_runs_before(at(2.5))
+    assert {t: r.run_id for t, r in before.items()} == {"t": "p", "fix": "fix"}
+
+
+# -- slots and leases ------------------------------------------------------------------------
+
+
+def test_a_slot_is_claimed_once_per_host_and_once_for_the_fleet(store):
+    assert store.claim_slot("t", at(0), "every 1m UTC", "me", "h1") is True
+    assert store.claim_slot("t", at(0), "every 1m UTC", "again", "h1") is False
+    assert store.claim_slot("t", at(0), "every 1m UTC", "other host", "h2") is True
+    assert store.claim_slot("t", at(0), "every 1m UTC", "fleet") is True
+    assert store.claim_slot("t", at(1), "every 1m UTC", "me", "h1") is True
+    assert store.last_slot("t", "h1") == (at(1), "every 1m UTC")
+    assert store.last_slot("t") == (at(0), "every 1m UTC")
+    assert store.last_slot("other", "h1") is None
+
+
+def lease(store: Store, task: str = "t", slot: str | None = None, attempt: int = 1) -> Lease:
+    return Lease(f"task:{task}", store.owner, f"pid {os.getpid()} test", task, slot, "schedule",
+                 attempt)
+
+
+def test_a_fleet_slot_comes_with_the_tasks_lease(backend):
+    one, two = backend.open(), backend.open()
+    past = utc_iso(datetime.now(UTC) - timedelta(seconds=5))
+    won = one.claim_fleet_slot("t", past, "s", lease(one, slot=past), 30)
+    assert won.outcome is Claim.WON
+    assert two.claim_fleet_slot("t", past, "s", lease(two, slot=past), 30).outcome is Claim.LOST
+    later = utc_iso(datetime.now(UTC) - timedelta(seconds=1))
+    busy = two.claim_fleet_slot("t", later, "s", lease(two, slot=later), 30)
+    assert busy.outcome is Claim.BUSY
+    assert busy.holder == f"pid {os.getpid()} test"
+    one.release_lease("task:t", one.owner)
+    again = utc_iso(datetime.now(UTC))
+    assert two.claim_fleet_slot("t", again, "s", lease(two, slot=again), 30).outcome is Claim.WON
+    held = two.lease("task:t")
+    assert (held.owner, held.scheduled_for, held.trigger, held.attempt) == (
+        two.owner, again, "schedule", 1)
+
+
+def test_a_fleet_slot_is_not_claimed_before_the_database_says_it_is_due(store):
+    soon = utc_iso(datetime.now(UTC) + timedelta(seconds=30))
+    early = store.claim_fleet_slot("t", soon, "s", lease(store, slot=soon), 30)
+    assert early.outcome is Claim.EARLY
+    assert 25 < early.early_s <= 30
+    assert store.last_slot("t") is None, "an early claim leaves no trace"
+
+
+def test_leases_renew_expire_and_move_once(backend):
+    one, two, three = backend.open(), backend.open(), backend.open()
+    assert one.acquire_lease(lease(one), 0.5) is True
+    assert two.acquire_lease(lease(two), 30) is False
+    assert one.renew_leases(one.owner, 0.5) == ["task:t"]
+    assert one.lease_holder("task:t") == f"pid {os.getpid()} test"
+    assert two.expired_leases(0) == []
+    import time
+
+    time.sleep(0.7)
+    assert one.lease_holder("task:t") is None, "an expired lease holds nothing"
+    expired = two.expired_leases(0)
+    assert [x.name for x in expired] == ["task:t"]
+    assert two.expired_leases(60) == [], "not yet past the grace"
+    results = [two.take_over(expired[0], two.owner, "two", 30),
+               three.take_over(expired[0], three.owner, "three", 30)]
+    winners = [r for r in results if r is not None]
+    assert len(winners) == 1 and winners[0].attempt == 2
+    assert one.renew_leases(one.owner, 30) == [], "the old owner learns it lost the lease"
+
+
+def test_hosts_say_who_is_alive_and_what_they_ran(store):
+    host = HostInfo("h1", "machine", "0.1.0", "abc", now_iso(), now_iso(), True)
+    store.heartbeat(host)
+    store.heartbeat(replace(host, host_id="h2", config_hash="def"))
+    store.record(finished(run("r1", started_at=now_iso())))
+    store.record(finished(run("r2", started_at=now_iso()), status="critical"))
+    seen = {h.host_id: h for h in store.hosts()}
+    assert set(seen) == {"h1", "h2"}
+    assert seen["h1"].alive and seen["h1"].runs_day == 2 and seen["h1"].failures_day == 1
+    assert seen["h2"].config_hash == "def" and seen["h2"].runs_day == 0
+
+
+# -- automation ------------------------------------------------------------------------------
+
+
+def test_check_state_is_kept_per_host(store):
+    store.save_check_state("c", {"status": "ok"}, "h1")
+    store.save_check_state("c", {"status": "critical", "circuit_open": True}, "h2")
+    store.save_check_state("c", {"status": "warning"}, "h1")
+    assert store.check_state("c", "h1") == {"status": "warning"}
+    assert store.check_state("c", "h3") is None
+    assert [(t, h) for t, h, _ in store.check_states("c")] == [("c", "h1"), ("c", "h2")]
+    assert store.check_states("other") == []
+
+
+def test_notifications_are_kept_once_and_without_their_secrets(store):
+    assert store.add_notification("k1", "t", "problem", "r1", "title", "body") is True
+    assert store.add_notification("k1", "t", "problem", "r1", "title", "body") is False
+    store.set_notification_sent_to(
+        "k1", ["slack://T000/B000/XXXXSECRET", "json://user:pw@hooks.example:8080/p?key=SECRET"]
+    )
+    [sent] = store.notifications_for(["r1", "r2"])
+    assert sent["sent_to"] == ["slack://T000", "json://hooks.example"]
+    assert sent["title"] == "title" and sent["kind"] == "problem"
+    assert store.notifications_for([]) == []
+
+
+def test_sends_are_rate_limited_per_destination(store):
+    url = "json://example/hook?key=SECRET"
+    assert [store.take_send_slot(url, 2, 3600) for _ in range(3)] == [True, True, False]
+    assert store.take_send_slot("json://other", 2, 3600) is True
+
+
+def test_remediation_budgets(store):
+    budget = Budget(per_check_max=2, per_s=3600, max_per_hour=3)
+    assert store.take_remediation("c", "h1", "r1", budget) is None
+    assert store.take_remediation("c", "h1", "r2", budget) is None
+    assert store.take_remediation("c", "h1", "r3", budget).startswith("budget spent: 2 fix(es)")
+    assert store.take_remediation("d", "h1", "r4", budget) is None
+    assert "global budget of 3 fixes per hour" in store.take_remediation("e", "h1", "r5", budget)
+    assert store.take_remediation("c", "h2", "r6", budget) is None, "per host"
+    assert store.count_remediations(3600) == 4
+    assert store.count_remediations(3600, "c") == 3
+    assert store.remediated_hosts(3600) == 2
+
+
+def test_the_fleet_budget_counts_distinct_hosts_of_those_seen_in_a_day(store):
+    for index in range(10):
+        store.heartbeat(HostInfo(f"h{index}", "m", "v", "c", now_iso(), now_iso(), True))
+    by_count = Budget(10, 3600, 10, max_hosts=2)
+    assert store.take_remediation("c", "h0", "r", by_count) is None
+    assert store.take_remediation("c", "h1", "r", by_count) is None
+    refused = store.take_remediation("c", "h2", "r", by_count)
+    assert refused == ("the fleet budget is spent: 2 of 2 host(s) fixed this hour"
+                       " (10 host(s) seen in the last day)")
+    assert store.take_remediation("d", "h1", "r", by_count) is None, "a host already counted"
+    share = Budget(10, 3600, 10, max_hosts_share=0.25)  # 25% of 10 hosts: 2
+    assert store.take_remediation("x", "h3", "r", share) is not None
+
+
+def test_settings(store):
+    assert store.setting("k") is None
+    store.set_setting("k", "v1")
+    store.set_setting("k", "v2")
+    assert store.setting("k") == "v2"
+    store.set_setting("k", None)
+    assert store.setting("k") is None
+
+
+# -- locks ---------------------------------------------------------------------------------
+
+
+def test_a_lock_is_held_once_and_names_its_holder(backend):
+    one, two = backend.open(), backend.open()
+    for scope in ("host", "fleet"):
+        with one.hold("t", 'task "t"', "toilbox run", scope=scope, lease_s=60):
+            with pytest.raises(AlreadyRunning, match=r'task "t" is already running \(.*pid'):
+                with two.hold("t", 'task "t"', "toilbox daemon", scope=scope, lease_s=60):
+                    pass
+            assert "toilbox run" in (two.holder("t") or "")
+        assert two.holder("t") is None
+        with two.hold("t", 'task "t"', "toilbox daemon", scope=scope, lease_s=60):
+            pass
+
+
+# -- housekeeping and errors ------------------------------------------------------------------
+
+
+def test_prune_deletes_old_history_in_batches_and_keeps_what_runs(store):
+    old = utc_iso(datetime.now(UTC) - timedelta(days=40))
+    for index in range(25):
+        store.record(finished(run(f"old{index}", started_at=old)))
+    store.start_run(run("stuck", started_at=old))
+    store.record(finished(run("new", started_at=now_iso())))
+    store.claim_slot("t", old, "s", "me", "h1")
+    cutoff = utc_iso(datetime.now(UTC) - timedelta(days=35))
+    assert store.prune(cutoff, cutoff, batch=10) == 10
+    while store.prune(cutoff, cutoff, batch=10):
+        pass
+    assert {r.run_id for r in store.history(limit=100)} == {"stuck", "new"}
+    assert store.last_slot("t", "h1") is not None, "slots go by when they were claimed"
+    store.prune(cutoff, utc_iso(datetime.now(UTC) + timedelta(seconds=1)))
+    assert store.last_slot("t", "h1") is None
+    store.compact()
+    assert store.size_bytes() > 0
+
+
+def test_a_store_written_by_a_newer_toilbox_is_refused(backend):
+    backend.open().close()
+    if backend.kind == "sqlite":
+        db = sqlite3.connect(Path(backend.where) / "toilbox.db")
+        db.execute("PRAGMA user_version=99")
+        db.commit()
+        db.close()
+    else:
+        import psycopg
+
+        with psycopg.connect(backend.where, autocommit=True) as conn:
+            conn.execute("UPDATE toilbox_schema SET version = 99")
+    with pytest.raises(StateError, match=r"was written by a newer toilbox \(schema 99\)"):
+        backend.open()
+
+
+def test_an_unreachable_store_is_one_line(backend, tmp_path):
+    if backend.kind == "sqlite":
+        blocker = tmp_path / "file"
+        blocker.write_text("")
+        with pytest.raises(StateError) as refused:
+            SqliteStore.open(blocker / "state")
+    else:
+        from toilbox.store.postgres import PostgresStore
+
+        with pytest.raises(StateError) as refused:
+            PostgresStore.open("postgresql://nobody:hunter2secret@127.0.0.1:1/none").history()
+        assert "hunter2secret" not in str(refused.value)
+    assert "\n" not in str(refused.value)
+
+
+# -- races, in real processes ------------------------------------------------------------------
+
+
+def _in_processes(backend: Backend, count: int, work: Callable[[Store, int], list]) -> list:
+    context = multiprocessing.get_context("fork")
+    results = context.Queue()
+
+    def child(index: int) -> None:
+        own = backend.open()
+        try:
+            results.put(work(own, index))
+        finally:
+            own.close()
+
+    processes = [context.Process(target=child, args=(i,)) for i in range(count)]
+    for process in processes:
+        process.start()
+    found = [results.get(timeout=120) for _ in processes]
+    for process in processes:
+        process.join(timeout=30)
+        assert process.exitcode == 0
+    return found
+
+
+def _claim_all(store: Store, index: int) -> list:
+    return [n for n in range(10_000) if store.claim_slot("race", at(n), "s", f"p{index}", "")]
+
+
+@pytest.mark.slow
+def test_several_processes_claim_each_of_ten_thousand_slots_exactly_once(backend):
+    backend.open().close()  # the schema exists before the race starts
+    won = _in_processes(backend, 3, _claim_all)
+    claimed = [slot for wins in won for slot in wins]
+    assert len(claimed) == 10_000
+    assert sorted(claimed) == list(range(10_000))
+
+
+def _claim_fleet_slots(store: Store, index: int) -> list:
+    wins = []
+    for n in range(200):
+        slot = at(n)  # in the past: due everywhere
+        claim = store.claim_fleet_slot("race", slot, "s", lease(store, "race", slot), 30)
+        if claim.outcome is Claim.WON:
+            wins.append(n)
+            store.release_lease("task:race", store.owner)
+    return wins
+
+
+@pytest.mark.slow
+def test_fleet_claims_from_several_processes_win_each_slot_once(backend):
+    backend.open().close()
+    won = _in_processes(backend, 3, _claim_fleet_slots)
+    claimed = [slot for wins in won for slot in wins]
+    assert sorted(claimed) == sorted(set(claimed)), "no slot won twice"
+
+
+def test_twenty_hosts_asking_at_once_with_five_percent_fix_exactly_one(backend):
+    setup = backend.open()
+    for index in range(20):
+        setup.heartbeat(HostInfo(f"h{index}", "m", "v", "c", now_iso(), now_iso(), True))
+    stores = [backend.open() for _ in range(20)]
+    budget = Budget(3, 3600, 10, max_hosts_share=0.05)
+    gate = threading.Barrier(20)
+    verdicts: list[str | None] = [None] * 20
+
+    def ask(index: int) -> None:
+        gate.wait()
+        verdicts[index] = stores[index].take_remediation("disk", f"h{index}", "r", budget)
+
+    threads = [threading.Thread(target=ask, args=(i,)) for i in range(20)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert verdicts.count(None) == 1
+    assert all("fleet budget is spent: 1 of 1" in v for v in verdicts if v is not None)
+
+
+# -- SQLite: every older schema migrates --------------------------------------------------------
+
+
+@pytest.mark.parametrize("version", [1, 2, 3, 4])
+def test_every_older_sqlite_schema_is_migrated(tmp_path, version):
+    state = tmp_path / "state"
+    state.mkdir()
+    db = sqlite3.connect(state / "toilbox.db")
+    db.executescript((DATA / f"v{version}.sql").read_text())
+    columns = "run_id, task, task_type, status, trigger, started_at, finished_at, scheduled_for,"
+    columns += " attempts, hostname, pid"
+    db.execute(
+        f"INSERT INTO runs ({columns}) VALUES ('old', 't', 'check.x', 'ok', 'schedule',"  # noqa: S608
+        " '2026-01-01T00:00:00.000000+00:00', '2026-01-01T00:00:01.000000+00:00',"
+        " '2026-01-01T05:30:00+05:30', 1, 'oldhost', 1)"
+    )
+    if version >= 3:
+        db.execute("INSERT INTO slots VALUES ('t', '2026-01-01T00:00:00+00:00', 's', 'x', 'y')")
+    if version >= 4:
+        db.execute("INSERT INTO check_states VALUES ('t', '{\"status\": \"ok\"}')")
+        db.execute(
+            "INSERT INTO notifications (dedupe_key, task, kind, run_id, title, body, sent_to,"
+            " created_at) VALUES ('k', 't', 'problem', 'old', 'x', 'y',"
+            " '[\"slack://T0/B0/SECRET\"]', '2026-01-01T00:00:00+00:00')"
+        )
+        db.execute("INSERT INTO notify_sends VALUES ('slack://T0/B0/SECRET', 'x')")
+    db.commit()
+    db.close()
+    store = SqliteStore.open(state)
+    try:
+        old = store.get("old")
+        assert old.status == "ok" and old.details == "" and old.host == "oldhost"
+        assert old.scope == "host"
+        assert old.scheduled_for == "2026-01-01T00:00:00.000000+00:00", "now a UTC instant"
+        import socket
+
+        here = socket.gethostname()
+        if version >= 3:
+            assert store.last_slot("t", here) == ("2026-01-01T00:00:00.000000+00:00", "s")
+            assert not store.claim_slot("t", "2026-01-01T00:00:00.000000+00:00", "s", "z", here)
+        if version >= 4:
+            assert store.check_state("t", here) == {"status": "ok"}
+            assert store.notifications_for(["old"])[0]["sent_to"] == ["slack://T0"]
+        raw = sqlite3.connect(state / "toilbox.db")
+        assert "SECRET" not in str(raw.execute("SELECT * FROM notify_sends").fetchall())
+        raw.close()
+        store.record(finished(run("new")))
+        assert [r.run_id for r in store.history()] == ["new", "old"]
+    finally:
+        store.close()
+
+
+def test_a_truncated_sqlite_store_is_reported_not_replaced(tmp_path):
+    state = tmp_path / "state"
+    SqliteStore.open(state).close()
+    (state / "toilbox.db").write_bytes(b"")
+    with pytest.raises(StateError, match="is empty .0 bytes.: it was truncated"):
+        SqliteStore.open(state)
+    assert (state / "toilbox.db").stat().st_size == 0, "left as found"
