@@ -173,6 +173,8 @@ class Upkeep:
             return
         shared = getattr(store, "shared", store)
         for run in shared.running(host_id):
+            if run.scope == "fleet":
+                continue  # its lease decides: taken over, or abandoned, by the sweep
             shared.mark_abandoned(
                 run.run_id, f"abandoned: the daemon of {host_id} stopped while it ran"
             )
