@@ -266,9 +266,12 @@ def resume(obj: _Obj, remediation: bool) -> None:
     metavar="RUN_ID",
     help="The whole story of a run: check, fixes, verify, notifications.",
 )
+@click.option("--host", metavar="HOST_ID", help="Only runs of this host (fleet mode).")
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_obj
-def history(obj: _Obj, task: str | None, limit: int, chain_of: str | None, as_json: bool) -> None:
+def history(
+    obj: _Obj, task: str | None, limit: int, chain_of: str | None, host: str | None, as_json: bool
+) -> None:
     """Show recorded runs, newest first."""
     app = obj.app()
     if chain_of is not None:
@@ -279,17 +282,18 @@ def history(obj: _Obj, task: str | None, limit: int, chain_of: str | None, as_js
         return
     if task is not None:
         app.task(task)
-    records = app.store().history(task, limit)
+    records = app.store().history(task, limit, host)
     if as_json:
         click.echo(json.dumps([r.to_json(history=True) for r in records]))
         return
     click.echo(
         render.table(
-            ["STARTED", "TASK", "STATUS", "TRIGGER", "TRIES", "SECONDS", "SUMMARY"],
+            ["STARTED", "TASK", "HOST", "STATUS", "TRIGGER", "TRIES", "SECONDS", "SUMMARY"],
             [
                 [
                     r.started_at[:19].replace("T", " "),
                     r.task,
+                    r.host or "-",
                     r.status,
                     r.trigger,
                     str(r.attempts),
@@ -301,6 +305,17 @@ def history(obj: _Obj, task: str | None, limit: int, chain_of: str | None, as_js
         )
         or "no runs recorded yet"
     )
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_obj
+def fleet(obj: _Obj, as_json: bool) -> None:
+    """List the daemons sharing this store: host, version, config hash, last seen."""
+    from toilbox.fleet import fleet_view
+
+    view = fleet_view(obj.app())
+    click.echo(json.dumps(view) if as_json else render.fleet(view))
 
 
 @cli.command()
@@ -339,8 +354,9 @@ def new_plugin(name: str, kind: str, directory: str | None) -> None:
     show_default=True,
 )
 @click.option("-o", "--output", metavar="FILE", help="Write to FILE ({date} allowed), not stdout.")
+@click.option("--host", metavar="HOST_ID", help="Only runs of this host (fleet mode).")
 @click.pass_obj
-def report(obj: _Obj, window: str, fmt: str, output: str | None) -> None:
+def report(obj: _Obj, window: str, fmt: str, output: str | None, host: str | None) -> None:
     """Report on the recent history now: what needs attention, tasks, checks, cleanups."""
     import structlog
     from pydantic import ValidationError
@@ -357,7 +373,7 @@ def report(obj: _Obj, window: str, fmt: str, output: str | None) -> None:
         raise UsageError(app.plugins.explain_unknown("report.summary"))
     try:
         params = task_type.params.model_validate(
-            {"window": window, "format": fmt, "to": [output or "-"]}
+            {"window": window, "format": fmt, "to": [output or "-"], "host": host}
         )
     except ValidationError as exc:
         message = exc.errors()[0]["msg"].removeprefix("Value error, ")

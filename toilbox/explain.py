@@ -7,7 +7,9 @@ from datetime import UTC, datetime
 from toilbox import schedule
 from toilbox.app import App
 from toilbox.config import Task
+from toilbox.errors import StateError
 from toilbox.models import RunRecord
+from toilbox.store import Store
 
 
 def next_fire(task: Task, now: datetime | None = None) -> datetime | None:
@@ -21,8 +23,14 @@ def next_fire(task: Task, now: datetime | None = None) -> datetime | None:
 
 def explain_task(app: App, name: str) -> str:
     task = app.task(name)
-    store = app.store()
     lines = [f"{name} ({task.type.name})" + (f": {task.description}" if task.description else "")]
+    if app.scope_of(task) == "fleet":
+        lines.append(
+            "Scope: fleet: each slot runs once, on whichever daemon of the fleet claims it"
+            " first."
+        )
+    elif task.scope == "fleet":
+        lines.append("Scope: fleet, but there is no shared store (store.url): it runs here.")
     if not task.enabled:
         lines.append("It is disabled (enabled: false), so the daemon never fires it.")
     elif not task.schedule:
@@ -35,6 +43,19 @@ def explain_task(app: App, name: str) -> str:
             + f"; next fire {upcoming.isoformat() if upcoming else 'never'}."
         )
         lines.append(f"Missed fires: on_missed is {task.on_missed}.")
+    try:
+        store = app.store()
+        lines.extend(_from_store(app, store, name))
+    except StateError as exc:
+        held = "fleet-scope tasks do not run until it answers (they fail closed)"
+        if app.fleet:
+            held += "; host-scope tasks run and their records wait on each host"
+        lines.append(f"The store is unavailable: {exc}; {held}.")
+    return "\n".join(lines)
+
+
+def _from_store(app: App, store: Store, name: str) -> list[str]:
+    lines = []
     daemon = store.holder("_daemon")
     lines.append(
         f"Daemon: running, {daemon}." if daemon else "Daemon: not running on this state dir."
@@ -48,16 +69,17 @@ def explain_task(app: App, name: str) -> str:
     else:
         lines.append("Recent history, newest first:")
         lines.extend(f"  {_describe(run)}" for run in runs)
-    return "\n".join(lines)
+    return lines
 
 
 def _describe(run: RunRecord) -> str:
     when = run.started_at[:19].replace("T", " ")
     slot = f" for the {run.scheduled_for[:19].replace('T', ' ')} slot" if run.scheduled_for else ""
+    host = f" on {run.host}" if run.host else ""
     if run.status in ("skipped", "missed"):
         return f"{when}: {run.summary}{slot}"
     error = f" [{run.error['type']}]" if run.error else ""
     return (
-        f"{when}: {run.status.upper()}{error} ({run.trigger}{slot}, {run.attempts} attempt(s),"
-        f" {run.duration_s or 0:.2f}s) {run.summary}"
+        f"{when}: {run.status.upper()}{error} ({run.trigger}{slot}{host},"
+        f" {run.attempts} attempt(s), {run.duration_s or 0:.2f}s) {run.summary}"
     )

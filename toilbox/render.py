@@ -63,6 +63,33 @@ def chain(story: Sequence[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def fleet(view: dict[str, Any]) -> str:
+    """``toilbox fleet``: a line about the fleet, then one row per daemon."""
+    mode = "fleet mode" if view["fleet_mode"] else "single host (no store.url)"
+    lines = [
+        f"{mode}, store {view['store']}: {view['hosts_alive']} of {view['hosts_seen']}"
+        " host(s) alive"
+    ]
+    if view["config_mismatch"]:
+        lines.append(f"config differs on: {', '.join(view['config_mismatch'])}")
+    rows = [
+        [
+            h["host_id"] + (" (this host)" if h["host_id"] == view["this_host"] else ""),
+            h["hostname"],
+            h["version"],
+            h["config_hash"] + (" DIFFERS" if h["config_differs"] else ""),
+            when(h["last_seen"]),
+            "alive" if h["alive"] else "gone",
+            str(h["runs_day"]),
+            str(h["failures_day"]),
+        ]
+        for h in view["hosts"]
+    ]
+    headers = ["HOST", "HOSTNAME", "VERSION", "CONFIG", "LAST SEEN", "STATE", "RUNS/24H", "FAILED"]
+    lines.append(table(headers, rows) or "no daemon has registered yet")
+    return "\n".join(lines)
+
+
 def when(iso: str | None) -> str:
     """A stored timestamp, short: "2026-11-24 14:05:00", or "-"."""
     return iso[:19].replace("T", " ") if iso else "-"

@@ -22,4 +22,5 @@ class SummaryParams(BaseModel):
         description='file paths ({date} is replaced by the day) or "-" for stdout',
     )
     tasks: list[str] | None = Field(None, description="only these tasks (default: all)")
+    host: str | None = Field(None, description="only this host's runs (default: the fleet)")
     title: str = Field("toilbox report", description="the report's heading")

@@ -35,7 +35,9 @@ EMAIL_SCHEMES = ("mailto", "mailtos")
 def run(ctx: toilbox.TaskContext, params: SummaryParams) -> toilbox.Result:
     until = ctx.now()
     with ctx.history() as history:
-        report = build(history, until - timedelta(seconds=params.window), until, params.tasks)
+        report = build(
+            history, until - timedelta(seconds=params.window), until, params.tasks, params.host
+        )
     report["title"] = params.title
     written = deliver(report, params, ctx)
     headline = report["headline"]
@@ -54,11 +56,18 @@ def run(ctx: toilbox.TaskContext, params: SummaryParams) -> toilbox.Result:
 
 
 def build(
-    store: ReadOnlyHistory, since: datetime, until: datetime, only: list[str] | None = None
+    store: ReadOnlyHistory,
+    since: datetime,
+    until: datetime,
+    only: list[str] | None = None,
+    host: str | None = None,
 ) -> dict[str, Any]:
     """The report as plain data: the json format, and what the templates read."""
     runs = store.runs_between(since.isoformat(), until.isoformat())
     before = store.last_runs_before(since.isoformat())
+    if host is not None:
+        runs = [r for r in runs if r.host == host]
+        before = {t: r for t, r in before.items() if r.host == host}
     if only is not None:
         runs = [r for r in runs if r.task in only]
         before = {t: r for t, r in before.items() if t in only}
