@@ -134,6 +134,20 @@ def test_exceptions_retry_until_success(toilbox, config, tmp_path):
     assert result["data"]["attempt"] == 3
 
 
+def test_a_tasks_own_retry_durations_are_read_as_durations(toilbox, write_config, tmp_path):
+    """A per-task ``retry`` with durations once reached tenacity as text ("0s") and crashed
+    the runner."""
+    config = write_config(f"""
+        tasks:
+          flaky:
+            uses: check.faults
+            with: {{mode: flaky, fail_times: 1, marker: "{tmp_path / 'marker'}"}}
+            retry: {{attempts: 2, backoff: 0s, max_backoff: 1s}}
+    """)
+    code, result = run_json(toilbox, config, "flaky")
+    assert (code, result["attempts"], result["error"]) == (0, 2, None)
+
+
 def test_exceptions_are_retried_then_fail(toilbox, config, tmp_path):
     code, result = run_json(toilbox, config, "raise")
     assert code == 2

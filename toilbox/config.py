@@ -350,7 +350,8 @@ def resolve_tasks(loaded: LoadedConfig, host: PluginHost) -> dict[str, Task]:
         except ValidationError as exc:
             problems.append(_format_errors(loaded.path, loaded.positions, exc, (*loc, "with")))
             continue
-        override = spec.retry.model_dump(exclude_none=True) if spec.retry else {}
+        # The values themselves: a dump would turn durations back into text ("0s").
+        override = {k: v for k, v in spec.retry if v is not None} if spec.retry else {}
         tasks[name] = Task(
             name=name,
             type=task_type,
