@@ -503,7 +503,7 @@ class Daemon:
         except RunFenced as exc:
             log.error("run.fenced", task=task.name, error=str(exc))
         except ToilboxError as exc:
-            log.error("run.failed_to_start", task=task.name, error=str(exc))
+            log.error("run.not_recorded", task=task.name, error=str(exc))
         except Exception:
             log.exception("run.crashed_in_daemon", task=task.name)
         finally:
@@ -527,7 +527,10 @@ class Daemon:
         run that must not run twice, record it abandoned and let the next slot decide."""
         app, store = self.app, self.app.store()
         task = app.tasks.get(lease.task or "")
-        if task is None or app.scope_of(task) != "fleet" or lease.owner == store.owner:
+        if task is None or app.scope_of(task) != "fleet":
+            return
+        if lease.owner == store.owner:
+            self._tidy_own(task, lease)
             return
         taken = store.take_over(lease, store.owner, self._lease(task, None, "").holder,
                                 app.config.fleet.lease)
@@ -563,6 +566,19 @@ class Daemon:
                              first_attempt=attempt)
                 return
         store.release_lease(taken.name, store.owner)
+
+    def _tidy_own(self, task: Task, lease: Lease) -> None:
+        """Our own lease, expired: left behind when the store was away as our run ended
+        (or was fenced off).  Its run could not record an end: say so, and let go."""
+        store = self.app.store()
+        with self._lock:
+            if task.name in self.running:
+                return  # still ours to finish; the watchman fences it if need be
+        for run in store.running_fleet(task.name):
+            store.mark_abandoned(
+                run.run_id, "abandoned: its daemon lost the store while it ran; no result"
+            )
+        store.release_lease(lease.name, store.owner)
 
     def _final_record(
         self, task: Task, status: str, summary: str, slot: datetime, data: dict[str, Any]

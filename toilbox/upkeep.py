@@ -122,12 +122,19 @@ class Upkeep:
         # Judge the silence before asking: a daemon that was stopped (SIGSTOP, a paused
         # VM) fences first, then finds out what it still holds.
         before = time.monotonic()
+        with daemon._lock:
+            expected = dict(daemon.leases)  # a lease taken after the renewal began is not lost
         held = set(store.renew_leases(store.owner, daemon.app.config.fleet.lease))
         self._renewed = before
         self._ok()
-        lost = {name for name in daemon.leases if name not in held}
+        with daemon._lock:
+            lost = {
+                name.removeprefix("task:")
+                for name, taken in expected.items()
+                if name not in held and daemon.leases.get(name) == taken
+            }
         if lost:
-            daemon.fence({name.removeprefix("task:") for name in lost}, "lease taken over")
+            daemon.fence(lost, "lease taken over")
 
     def _beat(self) -> None:
         app = self.daemon.app
