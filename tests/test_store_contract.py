@@ -205,7 +205,8 @@ def test_leases_renew_expire_and_move_once(backend):
     one, two, three = backend.open(), backend.open(), backend.open()
     assert one.acquire_lease(lease(one), 0.5) is True
     assert two.acquire_lease(lease(two), 30) is False
-    assert one.renew_leases(one.owner, 0.5) == ["task:t"]
+    assert one.renew_leases(one.owner, ["task:t", "task:other"], 0.5) == ["task:t"]
+    assert one.renew_leases(one.owner, [], 0.5) == [], "only the leases named"
     assert one.lease_holder("task:t") == f"pid {os.getpid()} test"
     assert two.expired_leases(0) == []
     import time
@@ -219,7 +220,7 @@ def test_leases_renew_expire_and_move_once(backend):
                three.take_over(expired[0], three.owner, "three", 30)]
     winners = [r for r in results if r is not None]
     assert len(winners) == 1 and winners[0].attempt == 2
-    assert one.renew_leases(one.owner, 30) == [], "the old owner learns it lost the lease"
+    assert one.renew_leases(one.owner, ["task:t"], 30) == [], "the old owner lost the lease"
 
 
 def test_hosts_say_who_is_alive_and_what_they_ran(store):

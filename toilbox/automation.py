@@ -17,7 +17,7 @@ import structlog
 
 from toilbox import checkstate, runner
 from toilbox.checkstate import Change, CheckState
-from toilbox.errors import AlreadyRunning, UsageError
+from toilbox.errors import AlreadyRunning, StateError, UsageError
 from toilbox.models import Notification, RunRecord
 from toilbox.store import Budget, Store
 
@@ -47,7 +47,12 @@ def run(app: App, name: str, *, stop: threading.Event | None = None, **kwargs: A
             zygote=kwargs.get("zygote"),
         )
 
-    follow(app, record, rerun, stop)
+    try:
+        follow(app, record, rerun, stop)
+    except StateError as exc:
+        # The run is recorded (a host run waits locally); what follows from it needs the
+        # shared state and fails closed: no fix without the budgets to count it against.
+        log.error("automation.held", task=name, run_id=record.run_id, reason=str(exc))
     return record
 
 

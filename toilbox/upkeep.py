@@ -124,7 +124,8 @@ class Upkeep:
         before = time.monotonic()
         with daemon._lock:
             expected = dict(daemon.leases)  # a lease taken after the renewal began is not lost
-        held = set(store.renew_leases(store.owner, daemon.app.config.fleet.lease))
+        names = sorted(set(expected) | store.held_leases())
+        held = set(store.renew_leases(store.owner, names, daemon.app.config.fleet.lease))
         self._renewed = before
         self._ok()
         with daemon._lock:

@@ -114,8 +114,11 @@ class Store(ReadOnlyHistory, Protocol):
         """Claim a fleet slot and the task's lease in one transaction, judged on the
         database's clock."""
     def acquire_lease(self, lease: Lease, lease_s: float) -> bool: ...
-    def renew_leases(self, owner: str, lease_s: float) -> list[str]:
-        """Extend every lease ``owner`` holds; the names still held."""
+    def renew_leases(self, owner: str, names: list[str], lease_s: float) -> list[str]:
+        """Extend these leases of ``owner``; the names it still holds.  A lease not named
+        (left over after a failed release) runs out, and the sweep tidies it."""
+    def held_leases(self) -> set[str]:
+        """The leases held through ``hold`` by this process (a daemon renews them)."""
     def release_lease(self, name: str, owner: str) -> None: ...
     def expired_leases(self, grace_s: float) -> list[Lease]: ...
     def take_over(self, lease: Lease, owner: str, holder: str, lease_s: float) -> Lease | None:

@@ -128,8 +128,11 @@ class FleetStore:
     def acquire_lease(self, lease: Lease, lease_s: float) -> bool:
         return self.shared.acquire_lease(lease, lease_s)
 
-    def renew_leases(self, owner: str, lease_s: float) -> list[str]:
-        return self.shared.renew_leases(owner, lease_s)
+    def renew_leases(self, owner: str, names: list[str], lease_s: float) -> list[str]:
+        return self.shared.renew_leases(owner, names, lease_s)
+
+    def held_leases(self) -> set[str]:
+        return self.shared.held_leases()
 
     def release_lease(self, name: str, owner: str) -> None:
         self.shared.release_lease(name, owner)
@@ -225,9 +228,11 @@ class FleetStore:
                 self.shared.release_lease(name, left.owner)
                 if not self.shared.acquire_lease(lease, lease_s):
                     raise AlreadyRunning(f'host id "{self.host_id}" was just taken by another')
+            self.shared.holding.add(name)
             try:
                 yield
             finally:
+                self.shared.holding.discard(name)
                 with contextlib.suppress(StateError):
                     self.shared.release_lease(name, self.owner)
 

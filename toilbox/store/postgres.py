@@ -87,9 +87,15 @@ class PostgresStore:
 
     def __init__(self, pool: ConnectionPool[Any] | OneConnection, location: str) -> None:
         self._pool = pool
+        # A daemon's store stays "unavailable" after a failure until its upkeep loop's
+        # next call finds the database again, so no scheduler or worker thread ever
+        # waits for a connection that is not coming; a one-shot command retries after
+        # FAIL_FAST_S.
+        self._wait_for_probe = not isinstance(pool, OneConnection)
         self.location = location
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{os.urandom(4).hex()}"
         self._down_until = 0.0
+        self.holding: set[str] = set()  # leases held through hold() by this process
         self._down_reason = ""
         self._state_lock = threading.Lock()
 
@@ -150,19 +156,23 @@ class PostgresStore:
     # -- plumbing ----------------------------------------------------------------------
 
     @contextmanager
-    def _conn(self) -> Iterator[psycopg.Connection[Any]]:
+    def _conn(self, probe: bool = False) -> Iterator[psycopg.Connection[Any]]:
         import psycopg
         from psycopg_pool import PoolTimeout
 
-        if time.monotonic() < self._down_until:
+        if not probe and time.monotonic() < self._down_until:
             raise StateError(f"state store {self.location}: unavailable ({self._down_reason})")
         try:
             with self._pool.connection() as conn:
                 yield conn
+            if probe:
+                self._down_until = 0.0
         except (psycopg.OperationalError, PoolTimeout) as exc:
             with self._state_lock:
                 self._down_reason = _first_line(exc)
-                self._down_until = time.monotonic() + FAIL_FAST_S
+                self._down_until = (
+                    float("inf") if self._wait_for_probe else time.monotonic() + FAIL_FAST_S
+                )
             raise StateError(f"state store {self.location}: {_first_line(exc)}") from None
         except psycopg.Error as exc:
             raise StateError(f"state store {self.location}: {_first_line(exc)}") from None
@@ -311,9 +321,14 @@ class PostgresStore:
     def acquire_lease(self, lease: Lease, lease_s: float) -> bool:
         return bool(self._all("take_lease", _lease_row(lease, lease_s)))
 
-    def renew_leases(self, owner: str, lease_s: float) -> list[str]:
-        rows = self._all("renew_leases", {"owner": owner, "lease_s": lease_s})
-        return [row["name"] for row in rows]
+    def renew_leases(self, owner: str, names: list[str], lease_s: float) -> list[str]:
+        """Also the daemon's probe: the one call that goes to a store marked unavailable."""
+        args = {"owner": owner, "names": names, "lease_s": lease_s}
+        with self._conn(probe=True) as conn:
+            return [row["name"] for row in conn.execute(Q["renew_leases"], args).fetchall()]
+
+    def held_leases(self) -> set[str]:
+        return set(self.holding)
 
     def release_lease(self, name: str, owner: str) -> None:
         self._run("release_lease", {"name": name, "owner": owner})
@@ -465,9 +480,11 @@ class PostgresStore:
         if not self.acquire_lease(lease, lease_s):
             taken_by = self.lease_holder(lease_name) or "holder unknown"
             raise AlreadyRunning(f"{what} is already running ({taken_by})")
+        self.holding.add(lease_name)
         try:
             yield
         finally:
+            self.holding.discard(lease_name)
             self.release_lease(lease_name, self.owner)
 
     def holder(self, name: str) -> str | None:

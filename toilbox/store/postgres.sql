@@ -224,7 +224,7 @@ RETURNING name;
 
 -- name: renew_leases
 UPDATE leases SET lease_until = now() + make_interval(secs => %(lease_s)s)
-WHERE owner = %(owner)s
+WHERE owner = %(owner)s AND name = ANY(%(names)s)
 RETURNING name;
 
 -- name: release_lease

@@ -59,6 +59,7 @@ class SqliteStore:
         self.location = str(path)
         self.outbox = outbox  # fleet mode: host runs wait here to be shipped
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{os.urandom(4).hex()}"
+        self.holding: set[str] = set()  # leases held through hold() by this process
         # One connection serves the daemon's threads; sqlite3 asks callers to serialise.
         self._lock = threading.RLock()
 
@@ -254,11 +255,15 @@ class SqliteStore:
         with self._transaction() as db:
             return self._take_lease(db, lease, lease_s)
 
-    def renew_leases(self, owner: str, lease_s: float) -> list[str]:
+    def renew_leases(self, owner: str, names: list[str], lease_s: float) -> list[str]:
         until = (datetime.now(UTC) + timedelta(seconds=lease_s)).isoformat(
             timespec="microseconds"
         )
-        return [row[0] for row in self._query(sql.RENEW_LEASES, (until, owner))]
+        rows = self._query(sql.RENEW_LEASES, (until, owner, json.dumps(names)))
+        return [row[0] for row in rows]
+
+    def held_leases(self) -> set[str]:
+        return set(self.holding)
 
     def release_lease(self, name: str, owner: str) -> None:
         self._write(sql.RELEASE_LEASE, (name, owner))
@@ -470,9 +475,11 @@ def _leased(
     if not store.acquire_lease(lease, lease_s or 86400.0):
         taken_by = store.lease_holder(lease.name) or "holder unknown"
         raise AlreadyRunning(f"{what} is already running ({taken_by})")
+    store.holding.add(lease.name)
     try:
         yield
     finally:
+        store.holding.discard(lease.name)
         store.release_lease(lease.name, store.owner)
 
 

@@ -326,7 +326,11 @@ ON CONFLICT (name) DO UPDATE SET
 WHERE leases.lease_until < :now
 """
 
-RENEW_LEASES = "UPDATE leases SET lease_until = ? WHERE owner = ? RETURNING name"
+RENEW_LEASES = """
+UPDATE leases SET lease_until = ?
+WHERE owner = ? AND name IN (SELECT value FROM json_each(?))
+RETURNING name
+"""
 
 RELEASE_LEASE = "DELETE FROM leases WHERE name = ? AND owner = ?"
 
