@@ -115,7 +115,7 @@ def test_plugins_command_works_without_a_config(cli):
     listed = json.loads(result.out)
     assert "checks" in [p["name"] for p in listed]
     assert set(listed[0]) == {"name", "version", "source", "location", "hooks", "task_types",
-                              "status", "error"}
+                              "descriptions", "status", "error", "warning"}
     table = cli("plugins")
     assert "checks" in table.out
     assert "standard" in table.out
