@@ -118,12 +118,18 @@ class PluginHost:
             message += f' (did you mean "{close[0]}"?)'
         known = ", ".join(sorted(self.task_types)) or "none"
         broken = [f"{p.name} ({p.error})" for p in self.plugins if p.error]
-        empty = [f"{p.name} ({p.warning})" for p in self.plugins if p.warning]
+        empty = [
+            f"{p.name} ({p.warning.removeprefix(NO_HOOKS + ': ')})"
+            if p.warning.startswith(NO_HOOKS + ": ")
+            else p.name
+            for p in self.plugins
+            if p.warning
+        ]
         message += f" (known: {known})"
         if broken:
             message += f"; plugins that failed to load: {'; '.join(broken)}"
         if empty:
-            message += f"; plugins that {NO_HOOKS}: {'; '.join(empty)}"
+            message += f"; plugins that implement no hooks: {', '.join(empty)}"
         return message
 
     def stale(self) -> list[str]:
