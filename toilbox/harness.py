@@ -33,10 +33,10 @@ HARNESS_DIR = ".toilbox"  # under the test's tmp_path: state and logs of the run
 class Clock:
     """The clock tasks read with ``ctx.now()``: real until frozen, then moved by hand.
 
-    ``freeze(when)`` stops it (at ``when``, default now); ``step("1h")`` moves it on;
-    ``tick("1s")`` makes every reading advance it, for code that measures elapsed time.
-    A run forks its task process from the test, so the task sees the clock as it was
-    when the run started.
+    It reaches task functions called through ``toilbox_context`` and runs made by
+    ``toilbox_run`` and ``toilbox_contract`` (their task process is forked from the test,
+    so the task sees the clock as it was when the run started).  It does not reach a
+    ``toilbox`` process started by ``toilbox_cli``, which reads the real clock.
     """
 
     def __init__(self) -> None:
@@ -45,9 +45,11 @@ class Clock:
 
     @property
     def frozen(self) -> bool:
+        """True once ``freeze``, ``step`` or ``tick`` has been called."""
         return self._frozen is not None
 
     def now(self) -> datetime:
+        """What ``ctx.now()`` returns: the real time until frozen (aware, UTC)."""
         if self._frozen is None:
             return datetime.now(UTC)
         current = self._frozen
@@ -55,6 +57,7 @@ class Clock:
         return current
 
     def freeze(self, when: datetime | str | None = None) -> datetime:
+        """Stop the clock at ``when`` (a datetime or ISO string; naive is UTC), default now."""
         if isinstance(when, str):
             when = datetime.fromisoformat(when)
         when = when or datetime.now(UTC)
@@ -62,12 +65,14 @@ class Clock:
         return self._frozen
 
     def step(self, by: timedelta | str | float) -> datetime:
+        """Move the clock on by ``by`` (``"90m"``, seconds, a timedelta); freezes it first."""
         if self._frozen is None:
             self.freeze()
         self._frozen = (self._frozen or datetime.now(UTC)) + _delta(by)
         return self._frozen
 
     def tick(self, by: timedelta | str | float) -> None:
+        """Advance the clock by ``by`` at every reading, for code that measures elapsed time."""
         if self._frozen is None:
             self.freeze()
         self._tick = _delta(by)
@@ -90,11 +95,15 @@ class LogCapture:
 
     def __init__(self) -> None:
         self.events: list[dict[str, Any]] = []
+        """Every event so far, in order: ``{"event": ..., "level": ..., **fields}``."""
 
     def named(self, event: str) -> list[dict[str, Any]]:
+        """The events of that name: ``toilbox_log.named("run.finished")``."""
         return [e for e in self.events if e.get("event") == event]
 
     def logger(self, **bound: Any) -> Any:
+        """A structlog logger, bound to ``bound``, whose events land here."""
+
         def capture(logger: Any, method: str, event_dict: Any) -> Any:
             self.events.append({"level": method, **event_dict})
             raise structlog.DropEvent
@@ -110,19 +119,32 @@ class TaskRun:
     """One run's outcome: the Result's fields, plus what the runner recorded."""
 
     status: Status
+    """The verdict; CRITICAL (or UNKNOWN) with an ``error`` when the task gave none."""
     summary: str
+    """The Result's one-line summary (or the error's message)."""
     metrics: dict[str, Metric]
+    """The Result's metrics, each a Metric (a bare number became its value)."""
     data: dict[str, Any]
+    """The Result's data, after a trip through JSON."""
     details: str
+    """The Result's longer text."""
     error: dict[str, Any] | None
+    """None, or why there is no Result: ``{"type": "failed" (TaskFailed), "timeout",
+    "crashed", "exception", "bad-result", ..., "message": ..., "traceback": ...}``."""
     attempts: int
+    """How many attempts were made (``toilbox_run`` makes one unless told ``attempts=``)."""
     output: str
+    """What the task printed to stdout and stderr."""
     run_id: str
+    """The run's id, as ``toilbox history`` would show it."""
     events: list[dict[str, Any]] = field(default_factory=list)
-    record: Any = field(default=None, repr=False)  # the toilbox.store.RunRecord
+    """The run's log events (the runner's and the task's own), as dicts."""
+    record: Any = field(default=None, repr=False)
+    """The stored ``toilbox.models.RunRecord``."""
 
     @property
     def result(self) -> Result:
+        """The outcome as a ``toilbox.Result``."""
         return Result(self.status, self.summary, dict(self.metrics), self.data, self.details)
 
     @property
@@ -133,12 +155,18 @@ class TaskRun:
 
 @dataclass
 class CliRun:
+    """A finished ``toilbox`` process."""
+
     code: int
+    """Its exit code: for ``run``, the Nagios status (0 OK .. 3 UNKNOWN, also config errors)."""
     out: str
+    """What it printed on stdout."""
     err: str
+    """What it printed on stderr: its JSON log lines, and ``toilbox: error: ...``."""
 
     @property
     def json(self) -> Any:
+        """stdout read as JSON (for ``--json`` commands)."""
         return json.loads(self.out)
 
 
@@ -203,7 +231,11 @@ class Harness:
         attempts: int = 1,
         plugin_dirs: Sequence[str | os.PathLike[str]] = (),
     ) -> TaskRun:
-        """Run ``type_name`` once, through the real runner; ``attempts=1``: no retries."""
+        """Run ``type_name`` once through the real runner: a child process, the timeout,
+        and ``attempts`` attempts (1: no retries).  ``params`` is the task's ``with:``
+        (Paths become strings; a relative path is read from the test's ``tmp_path``).
+        ``plugin_dirs`` loads plugin files as a config's ``plugin_dirs`` would; an
+        installed plugin needs none.  Returns a TaskRun, whatever the outcome."""
         from toilbox.app import load_app
         from toilbox.runner import run_task
 

@@ -25,9 +25,13 @@ class Response:
     """A scripted answer: status, body, headers, and an optional delay before it."""
 
     status: int = 200
+    """The HTTP status code."""
     body: str | bytes = ""
+    """The body (a str is sent as UTF-8)."""
     headers: dict[str, str] = field(default_factory=dict)
+    """Response headers; Content-Length is added."""
     delay: float = 0.0
+    """Seconds to wait before answering (to test a timeout)."""
 
 
 RouteSpec = Response | int | str | Sequence[Response | int | str]
@@ -78,26 +82,32 @@ class LoopbackServer:
         listener.bind(("127.0.0.1", 0))
         listener.listen(64)
         self.port: int = listener.getsockname()[1]
+        """The port it listens on, on 127.0.0.1."""
         self._pid = _serve_in_child(listener, self._script, self._log)
         listener.close()
 
     @property
     def base_url(self) -> str:
+        """``http://127.0.0.1:PORT``."""
         return f"http://127.0.0.1:{self.port}"
 
     def url(self, path: str = "/") -> str:
+        """The URL of ``path`` on this server."""
         return self.base_url + path
 
     def script(self, path: str, *responses: Response | int | str) -> None:
+        """Answer ``path`` with these responses from now on, in turn (the last repeats)."""
         self._routes[path] = _responses(list(responses))
         self._write_script()
 
     @property
     def requests(self) -> list[dict[str, Any]]:
+        """What was asked so far: ``{"method", "path", "headers", "body"}`` each, in order."""
         lines = self._log.read_text().splitlines()
         return [json.loads(line) for line in lines if line]
 
     def close(self) -> None:
+        """Stop the server (the fixture does it after the test)."""
         if self._pid:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(self._pid, signal.SIGKILL)

@@ -49,6 +49,8 @@ log = structlog.get_logger("toilbox.plugins")
 
 
 class RegisterTaskType(Protocol):
+    """The ``register`` callback a ``register_task_types`` implementation is given."""
+
     def __call__(
         self,
         name: str,
@@ -56,7 +58,15 @@ class RegisterTaskType(Protocol):
         *,
         params: type[BaseModel],
         description: str | None = None,
-    ) -> None: ...
+    ) -> None:
+        """Declare the task type ``name`` (``<check|cleanup|report>.<lower-case name>``).
+
+        ``fn(ctx, params)`` does the work and returns a Result; ``params`` is a pydantic
+        model that validates the task's ``with:`` when the config loads; ``description``
+        (default: the first line of ``fn``'s docstring) shows in ``toilbox plugins``
+        and the schema.  A bad name, a non-model ``params`` or a name already taken
+        marks the plugin broken.
+        """
 
 
 @dataclass(frozen=True)

@@ -71,11 +71,17 @@ class Metric:
     """
 
     value: float
+    """The measurement: a finite number."""
     unit: str = ""
+    """Its unit, as perfdata writes it: ``s``, ``ms``, ``B``, ``%``, ``d``, or none."""
     warn: str | float | None = None
+    """The WARNING threshold, a Nagios range (see above); None for none."""
     crit: str | float | None = None
+    """The CRITICAL threshold, a Nagios range; None for none."""
     min: float | None = None
+    """The least value possible (0 for a count), or None."""
     max: float | None = None
+    """The greatest value possible (100 for a percentage), or None."""
 
     @classmethod
     def below(
@@ -162,10 +168,15 @@ class Result:
     """
 
     status: Status
+    """The verdict, and ``toilbox run``'s exit code."""
     summary: str = ""
+    """One line for people: what was found (only its first line is kept)."""
     metrics: dict[str, Metric | float] = field(default_factory=dict)
+    """Measurements by label: a Metric, or a bare number taken as its value."""
     data: dict[str, Any] = field(default_factory=dict)
+    """JSON-serialisable details for history, reports and ``--json``."""
     details: str = ""
+    """Longer text for people (a plan, a list), shown under the summary."""
 
     def normalised_metrics(self) -> dict[str, Metric]:
         """Every metric as a Metric; TypeError for one that is not a finite number or

@@ -92,6 +92,7 @@ def parse_percent(value: Any) -> float:
 
 
 def format_duration(seconds: float) -> str:
+    """Seconds as the config writes them: ``7d``, ``26h``, ``90s``, ``0.25s``."""
     for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
         if seconds >= size and seconds % size == 0:
             return f"{int(seconds // size)}{unit}"
@@ -99,6 +100,7 @@ def format_duration(seconds: float) -> str:
 
 
 def format_size(size: float) -> str:
+    """Bytes for people, in powers of 1024: ``512 B``, ``1.5 MiB``, ``2.0 GiB``."""
     for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
         if abs(size) < 1024 or unit == "TiB":
             return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
