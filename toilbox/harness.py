@@ -1,6 +1,6 @@
 """What the ``toilbox_*`` fixtures stand on: the clock, log capture, runs through the
-real runner, file trees, and the plugin contract.  ``toilbox.testing`` is the pytest
-plugin that hands them to tests.
+real runner and file trees.  ``toilbox.testing`` is the pytest plugin that hands them
+to tests; ``toilbox.contract`` checks the plugin contract.
 """
 
 from __future__ import annotations
@@ -170,12 +170,12 @@ class CliRun:
         return json.loads(self.out)
 
 
-def _plain(value: Any) -> Any:
+def plain_params(value: Any) -> Any:
     """Params as YAML can hold them: paths become strings."""
     if isinstance(value, Mapping):
-        return {str(k): _plain(v) for k, v in value.items()}
+        return {str(k): plain_params(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
-        return [_plain(v) for v in value]
+        return [plain_params(v) for v in value]
     if isinstance(value, os.PathLike):
         return os.fspath(value)
     return value
@@ -215,7 +215,7 @@ class Harness:
                 "timeout": timeout,
                 "retry": {"attempts": attempts, "backoff": "0s", "max_backoff": "0s"},
             },
-            "tasks": _plain(tasks),
+            "tasks": plain_params(tasks),
         }
         path.write_text(yaml.safe_dump(body, sort_keys=False))
         return path
@@ -394,73 +394,3 @@ def snapshot(root: Path, exclude: Sequence[Path] = ()) -> dict[str, tuple[str, i
             size, mtime = (0, 0) if kind == "dir" else (st.st_size, st.st_mtime_ns)
             out[str(path.relative_to(root))] = (kind, size, mtime)
     return out
-
-
-# -- the contract -------------------------------------------------------------------------
-
-
-def check_contract(
-    harness: Harness,
-    tmp_path: Path,
-    type_name: str,
-    params: Mapping[str, Any] | None = None,
-    *,
-    failing: Mapping[str, Any] | None = None,
-    plugin_dirs: Sequence[str | os.PathLike[str]] = (),
-) -> TaskRun:
-    """Check what every task type owes its users; raise AssertionError listing what fails.
-
-    - it is registered with a ``<kind>.<name>`` name, a description and a params model
-      that forbids unknown keys (so a typo in a config fails at load, not at 3 am) and has
-      a JSON Schema (editors and ``toilbox schema`` use it);
-    - ``params`` validate, and a dry run with them returns a Result (not an error) whose
-      data and metrics survive JSON, and changes nothing under the test's tmp_path;
-    - with ``failing`` params, the task raises ``toilbox.TaskFailed``: it fails once,
-      and is not retried (a retry policy of 3 attempts is set to prove it).
-    Returns the dry run.
-    """
-    from toilbox import plugins
-
-    problems: list[str] = []
-    host = plugins.load(Path(d).absolute() for d in plugin_dirs)
-    task_type = host.task_types.get(type_name)
-    if task_type is None:
-        raise AssertionError(host.explain_unknown(type_name))
-    if not task_type.description:
-        problems.append("no description: give the task function a docstring")
-    if task_type.params.model_config.get("extra") != "forbid":
-        problems.append(
-            'the params model accepts unknown keys: set model_config = ConfigDict(extra="forbid")'
-        )
-    try:
-        json.dumps(task_type.params.model_json_schema())
-    except Exception as exc:
-        problems.append(f"the params model has no JSON Schema: {exc}")
-    task_type.params.model_validate(dict(_plain(params or {})))
-
-    before = snapshot(tmp_path, exclude=[harness.root, *harness.configs])
-    ran = harness.run(type_name, params, dry_run=True, plugin_dirs=plugin_dirs)
-    after = snapshot(tmp_path, exclude=[harness.root, *harness.configs])
-    if ran.failed:
-        problems.append(f"a dry run did not return a Result: {ran.error}")
-    else:
-        json.loads(json.dumps({"data": ran.data, "metrics": ran.record.metrics}))
-    if before != after:
-        changed = sorted(set(before.items()) ^ set(after.items()))
-        paths = sorted({path for path, _ in changed})
-        problems.append(f"a dry run changed files: {', '.join(paths[:10])}")
-
-    if failing is not None:
-        failed = harness.run(type_name, failing, attempts=3, plugin_dirs=plugin_dirs)
-        kind = (failed.error or {}).get("type")
-        if kind != "failed":
-            problems.append(
-                f"with the failing params the task ended {failed.status.label}"
-                f" ({kind or 'no error'}), not with toilbox.TaskFailed: raise TaskFailed"
-                " when retrying cannot help"
-            )
-        elif failed.attempts != 1:
-            problems.append(f"TaskFailed was retried: {failed.attempts} attempts")
-    if problems:
-        raise AssertionError(f"{type_name} breaks the plugin contract:\n- " + "\n- ".join(problems))
-    return ran

@@ -33,6 +33,7 @@ from typing import Any
 import pytest
 
 from toilbox.context import TaskContext
+from toilbox.contract import check_contract
 from toilbox.harness import (
     HARNESS_DIR,
     TASK,
@@ -42,7 +43,6 @@ from toilbox.harness import (
     LogCapture,
     TaskRun,
     build_tree,
-    check_contract,
     snapshot,
 )
 from toilbox.loopback import LoopbackServer, Response, RouteSpec
@@ -203,7 +203,8 @@ class ContractFixture:
         """Raise AssertionError listing each breach; return the dry run.
 
         The type is registered with a description and a params model that forbids unknown
-        keys and has a JSON Schema; ``params`` validate, and a dry run with them returns a
+        keys, has a JSON Schema and no default left unparsed (``max_age: ExplicitDuration
+        = "26h"`` stays a string: pydantic does not validate defaults); ``params`` validate, and a dry run with them returns a
         Result whose data and metrics survive JSON and changes nothing under ``tmp_path``;
         with ``failing`` params, the task raises ``toilbox.TaskFailed`` and is not retried.
         """
