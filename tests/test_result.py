@@ -123,3 +123,25 @@ def test_a_report_outage_is_as_bad_as_its_worst_state_in_the_nagios_order():
     runs = [finished(1, "unknown"), finished(2, "warning"), finished(3, "ok")]
     states = _check_states(runs, None, start, start + timedelta(hours=5))
     assert [o["worst"] for o in states["outages"]] == ["warning"]
+
+
+def test_byte_thresholds_read_as_sizes(cli, write_config, plugin_dir):
+    (plugin_dir / "free.py").write_text(textwrap.dedent("""
+        from pydantic import BaseModel
+        import toilbox
+
+        class Params(BaseModel):
+            pass
+
+        def free(ctx, params):
+            '''Free bytes.'''
+            metric = toilbox.Metric.below(3 * 1024**3, "B", warn=2 * 1024**3, crit=512 * 1024**2)
+            return toilbox.Result(toilbox.Status.OK, "plenty", {"free": metric})
+
+        @toilbox.hookimpl
+        def register_task_types(register):
+            register("check.free", free, params=Params)
+    """))
+    config = write_config("tasks:\n  free: {uses: check.free}\n")
+    shown = cli("-c", str(config), "run", "free").out
+    assert "  free = 3.0 GiB (warn below 2.0 GiB, crit below 512.0 MiB)" in shown

@@ -46,8 +46,9 @@ def _metric(metric: dict[str, Any]) -> str:
     unit = metric.get("unit") or ""
     text = format_size(metric["value"]) if unit == "B" else f"{metric['value']:.6g}{unit}"
     # Nagios ranges in words: "30:" reads "below 30", the opposite of a plain 30.
+    number = format_size if unit == "B" else None
     limits = [
-        f"{name} {describe_range(metric[name])}"
+        f"{name} {describe_range(metric[name], number)}"
         for name in ("warn", "crit")
         if metric.get(name) is not None
     ]

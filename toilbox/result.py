@@ -5,6 +5,7 @@ from __future__ import annotations
 import enum
 import math
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -129,16 +130,24 @@ def _plain(value: str | float | None) -> str:
     return "" if value is None else value if isinstance(value, str) else _number(value)
 
 
-def describe_range(threshold: str | float) -> str:
-    """A Nagios range in words, for people: ``"30:"`` is ``below 30``, ``80`` is ``above 80``."""
+def describe_range(
+    threshold: str | float, number: Callable[[float], str] | None = None
+) -> str:
+    """A Nagios range in words, for people: ``"30:"`` is ``below 30``, ``80`` is ``above 80``.
+
+    ``number`` writes each bound (``format_size`` gives ``below 2.0 GiB``).
+    """
+    show = number or _number
     if not isinstance(threshold, str):
-        return f"above {_number(threshold)}"
+        return f"above {show(threshold)}"
     match = _RANGE.fullmatch(threshold)
     if match is None or not (match[2] or match[3]):
         return threshold
-    inside, start, end = match[1], match[2], match[3]
+    inside, raw_start, raw_end = match[1], match[2], match[3]
+    start = show(float(raw_start)) if raw_start not in (None, "~") else raw_start
+    end = show(float(raw_end)) if raw_end is not None else None
     if inside:
-        return f"inside {start or 0}..{end}" if end else f"at or above {start}"
+        return f"inside {start or show(0)}..{end}" if end else f"at or above {start}"
     if start in (None, "~"):
         return f"above {end}" if end else threshold
     return f"below {start}" if end is None else f"outside {start}..{end}"

@@ -204,8 +204,9 @@ class ContractFixture:
 
         The type is registered with a description and a params model that forbids unknown
         keys, has a JSON Schema and no default left unparsed (``max_age: ExplicitDuration
-        = "26h"`` stays a string: pydantic does not validate defaults); ``params`` validate, and a dry run with them returns a
-        Result whose data and metrics survive JSON and changes nothing under ``tmp_path``;
+        = "26h"`` stays a string: pydantic does not validate defaults); ``params``
+        validate, and a dry run with them returns a Result whose data and metrics survive
+        JSON and changes nothing under ``tmp_path``;
         with ``failing`` params, the task raises ``toilbox.TaskFailed`` and is not retried.
         """
         return check_contract(
