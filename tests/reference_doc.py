@@ -20,6 +20,7 @@ from typing import Any
 import toilbox
 from toilbox import harness, loopback, plugins, testing, units
 from toilbox.context import TaskContext
+from toilbox.store.base import ReadOnlyHistory
 
 DOC = Path(__file__).parents[1] / "docs" / "plugin-reference.md"
 
@@ -199,6 +200,12 @@ def section_api() -> Iterator[str]:
     yield from fields_table(TaskContext)
     yield ""
     yield from member(TaskContext, "now", "ctx")
+    yield from member(TaskContext, "history", "ctx")
+    yield ""
+    yield f"`ctx.history()` gives a `ReadOnlyHistory`: {one_line(doc(ReadOnlyHistory))}"
+    yield ""
+    for name in ("get", "history", "runs_between", "last_runs_before", "children"):
+        yield f"- `{signature(getattr(ReadOnlyHistory, name), 'h.' + name, drop_first=True)}`"
     yield ""
     yield "### `toilbox.TaskFailed`"
     yield ""
