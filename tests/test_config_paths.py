@@ -165,3 +165,19 @@ def test_explicit_duration_reads_every_unit(value, seconds):
     model = Model.model_validate({"age": value})
     assert model.age == seconds
     assert Model.model_validate_json(model.model_dump_json()).age == seconds  # written with a unit
+
+
+def test_a_reports_relative_target_is_written_next_to_the_config(toilbox, etc, tmp_path):
+    config = write(etc, """
+        tasks:
+          daily: {uses: report.summary, with: {to: ["reports/daily.md", "-"], format: markdown}}
+    """)
+    done = toilbox("-c", str(config), "run", "daily", "--json")
+    assert json.loads(done.out.splitlines()[-1])["data"]["written"] == [
+        str(etc / "reports" / "daily.md"), "stdout"
+    ]
+    assert (etc / "reports" / "daily.md").read_text().startswith("# toilbox report")
+    assert not (tmp_path / "reports").exists()
+    # From the command line, -o is read from the current directory, as a shell user expects.
+    assert toilbox("-c", str(config), "report", "-o", "here.md").code == 0
+    assert (tmp_path / "here.md").is_file()
