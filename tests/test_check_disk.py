@@ -35,7 +35,7 @@ def fake_fs(monkeypatch: pytest.MonkeyPatch) -> dict[str, int]:
     real_statvfs = os.statvfs
 
     def statvfs(path: Any) -> os.statvfs_result:
-        if path != "/data":
+        if os.fspath(path) != "/data":
             return real_statvfs(path)
         return os.statvfs_result(
             (4096, MiB, fs["blocks"], fs["bfree"], fs["bavail"], fs["files"], fs["ffree"],
@@ -186,7 +186,7 @@ def test_an_empty_filesystem(tmp_path: Path, fake_fs: dict[str, int]) -> None:
 
 def test_defaults() -> None:
     params = Params()
-    assert params.path == "/"
+    assert params.path == Path("/")
     assert params.warning == Threshold(used_pct=80)
     assert params.critical == Threshold(used_pct=90)
     assert (params.inodes_warning, params.inodes_critical) == (80.0, 90.0)

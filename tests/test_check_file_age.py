@@ -182,7 +182,8 @@ def test_home_is_expanded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> No
     ("raw", "message"),
     [
         ({"warning": "1d"}, "Field required"),
-        ({"path": "backups/*.tar.gz", "warning": "1d"}, 'expected an absolute path or glob like /backups/*.tar.gz, got "backups/*.tar.gz"'),
+        ({"path": "/b/*", "warning": "26"}, "a duration needs a unit here (26 could mean seconds or days): write 26d, 26h, 26m or 26s"),
+        ({"path": "/b/*", "critical": 2}, "a duration needs a unit here (2 could mean seconds or days)"),
         ({"path": "/b/*"}, "set warning, critical or both"),
         ({"path": "/b/*", "warning": "2d", "critical": "1d"}, "warning (2d) is more than critical (1d)"),
         ({"path": "/b/*", "warning": "yesterday"}, 'expected a duration like 30s, 10m, 2h or 7d, got "yesterday"'),

@@ -155,6 +155,23 @@ def test_sighup_adds_and_removes_tasks_and_keeps_a_good_config(start_daemon, wri
     assert daemon.stop() == 0
 
 
+def test_reload_says_which_plugins_it_did_not_load(start_daemon, write_config, plugin_dir,
+                                                    tmp_path):
+    config = write_config("tasks:\n  first: {uses: check.faults, schedule: every 1h}\n")
+    daemon = start_daemon(config)
+    (plugin_dir / "newcomer.py").write_text("import toilbox\n")
+    later = (plugin_dir / "faults.py").stat().st_mtime + 5
+    os.utime(plugin_dir / "faults.py", (later, later))
+    daemon.process.send_signal(signal.SIGHUP)
+    wait_for(lambda: daemon.events("config.reload_plugins_not_loaded"), 10)
+    event = daemon.events("config.reload_plugins_not_loaded")[0]
+    assert event["plugins"] == [f"{plugin_dir / 'faults.py'} (changed)",
+                                f"{plugin_dir / 'newcomer.py'} (new)"]
+    assert event["fix"] == "restart the daemon"
+    assert daemon.events("config.reloaded"), "the config itself was reloaded"
+    assert daemon.stop() == 0
+
+
 def test_kill_9_then_restart_gives_abandoned_and_one_catch_up(start_daemon, write_config,
                                                              tmp_path):
     marker = tmp_path / "marker"

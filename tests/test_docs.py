@@ -137,3 +137,32 @@ def test_the_walkthrough_runs_as_written(tmp_path):
     finally:
         subprocess.run([sys.executable, "-m", "pip", "uninstall", "-q", "-y", "acme-backup-age"],
                        capture_output=True, check=False)
+
+
+def test_the_plugin_reference_is_generated_from_the_code():
+    from tests import reference_doc
+
+    assert reference_doc.DOC.read_text() == reference_doc.render(), (
+        "docs/plugin-reference.md is out of date: run python -m tests.reference_doc"
+    )
+
+
+def test_the_plugin_reference_covers_every_fixture_and_public_name():
+    import toilbox
+    from tests import reference_doc
+    from toilbox import testing
+
+    fixtures = {name for name in vars(testing) if name.startswith("toilbox_")}
+    assert fixtures == set(reference_doc.FIXTURES)
+    text = reference_doc.DOC.read_text()
+    for name in toilbox.__all__:
+        assert f"`toilbox.{name}" in text, name
+    from typing import Annotated, get_origin
+
+    from toilbox import units
+
+    public = {n: v for n, v in vars(units).items() if not n.startswith("_")}
+    assert {n for n, v in public.items() if get_origin(v) is Annotated} == set(reference_doc.UNITS)
+    functions = {n for n, v in public.items()
+                 if inspect.isfunction(v) and v.__module__ == units.__name__}
+    assert functions == set(reference_doc.UNIT_FUNCTIONS)

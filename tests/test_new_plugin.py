@@ -26,6 +26,7 @@ def test_generates_a_complete_package(cli, tmp_path, kind):
     root = tmp_path / "pkg"
     module = f"toilbox_acme_{kind}"
     assert sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file()) == [
+        ".gitignore",
         "README.md",
         "example.yaml",
         "pyproject.toml",
@@ -45,6 +46,47 @@ def test_generates_a_complete_package(cli, tmp_path, kind):
     tests = (root / "tests" / f"test_acme_{kind}.py").read_text()
     assert "toilbox_contract(" in tests
     assert "toilbox_run(" in tests
+    # Named for what the author writes, not for the template's example.
+    assert f"def acme_{kind}(ctx: toilbox.TaskContext, params: Params)" in source
+    assert f'register("{kind}.acme-{kind}", acme_{kind}, params=Params)' in source
+    assert project["project"]["description"] == f"A toilbox {kind}: the task type {kind}.acme-{kind}."
+    # The example config keeps its state inside the package: git is told to ignore it.
+    example = yaml.safe_load((root / "example.yaml").read_text())
+    assert example["state_dir"] == "./.toilbox-state"
+    assert ".toilbox-state/" in (root / ".gitignore").read_text().splitlines()
+
+
+def test_the_check_is_a_skeleton_not_a_file_age_check(cli, tmp_path):
+    cli("new-plugin", "queue-depth", "--kind", "check", "--dir", str(tmp_path / "pkg"))
+    root = tmp_path / "pkg"
+    everything = "\n".join(p.read_text() for p in root.rglob("*") if p.is_file()).lower()
+    for word in ("modified", "backup", "heartbeat", "file-age"):
+        assert word not in everything
+    source = (root / "src" / "toilbox_queue_depth" / "__init__.py").read_text()
+    assert "def measure(ctx: toilbox.TaskContext, params: Params) -> float:" in source
+    assert '"queue_depth": toilbox.Metric(' in source
+
+
+@pytest.mark.parametrize(
+    ("name", "message"),
+    [
+        ("class", 'plugin name "class" is a Python keyword'),
+        ("import", 'plugin name "import" is a Python keyword'),
+        ("a" * 101, "plugin name is 101 characters long: at most 100"),
+        ("checks", "would make the package toilbox_checks, which is toilbox's own standard plugin"),
+        ("cleanups", "which is toilbox's own standard plugin: installing it would replace the"
+                     " standard cleanups plugin"),
+        ("reports", "toilbox_reports, which is toilbox's own standard plugin"),
+    ],
+)
+def test_refuses_a_name_that_cannot_work_or_replaces_a_standard_plugin(cli, tmp_path, name,
+                                                                       message):
+    result = cli("new-plugin", name, "--kind", "check", "--dir", str(tmp_path / "pkg"))
+    assert result.code == 3
+    assert result.err.count("\n") == 1, "one line"
+    assert message in result.err
+    assert not (tmp_path / "pkg").exists()
+    assert cli("new-plugin", "a" * 100, "--kind", "check", "--dir", str(tmp_path / "ok")).code == 0
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -131,7 +173,7 @@ def test_generated_plugins_install_pass_their_tests_and_run(tmp_path):
         config.write_text(
             f"state_dir: {tmp_path / 'state'}\n"
             f"tasks:\n  fresh:\n    uses: check.{names['check']}\n"
-            f"    with: {{path: {config}}}\n    schedule: every 1s\n"
+            f"    with: {{warning: 1000000000}}\n    schedule: every 1s\n"
         )
         env = {**os.environ, "PATH": f"{VENV_BIN}{os.pathsep}{os.environ['PATH']}"}
         daemon = subprocess.Popen(["toilbox", "-c", str(config), "daemon"], env=env,
@@ -149,7 +191,7 @@ def test_generated_plugins_install_pass_their_tests_and_run(tmp_path):
             daemon.communicate(timeout=30)
         assert runs, "the daemon ran the generated check"
         assert runs[0]["status"] == "ok"
-        assert "modified" in runs[0]["summary"]
+        assert runs[0]["summary"].startswith(f"{names['check']} is ")
     finally:
         dists = [f"toilbox-{name}" for name in names.values()]
         _run(sys.executable, "-m", "pip", "uninstall", "-q", "-y", *dists, cwd=tmp_path)

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import re
+import sys
 import textwrap
 from pathlib import Path
 
@@ -115,7 +118,7 @@ def test_plugins_command_works_without_a_config(cli):
     listed = json.loads(result.out)
     assert "checks" in [p["name"] for p in listed]
     assert set(listed[0]) == {"name", "version", "source", "location", "hooks", "task_types",
-                              "status", "error"}
+                              "descriptions", "status", "error", "warning"}
     table = cli("plugins")
     assert "checks" in table.out
     assert "standard" in table.out
@@ -172,6 +175,7 @@ def test_register_commands_adds_a_subcommand(cli, tmp_path, monkeypatch):
         result = cli("hello")
     finally:
         toilbox_cli.cli.commands.pop("hello", None)
+        plugins._entry_point_plugins.cache_clear()  # later tests must not see acme_cmds
     assert result.out == "hello from acme\n"
 
 
@@ -222,3 +226,180 @@ def test_third_party_entry_point_plugin_runs_through_the_cli(toilbox, write_conf
     invalid = toilbox("-c", str(bad), "validate", env=env)
     assert invalid.code == 3
     assert "tasks.widgets.with.widgets: Input should be a valid integer" in invalid.err
+
+
+def ordered_plugin(log: Path, label: str, options: str = "", *, raises: bool = False) -> str:
+    """A run_finished implementation that appends its label to ``log`` (and may raise)."""
+    marker = f"@toilbox.hookimpl({options})" if options else "@toilbox.hookimpl"
+    fail = "    raise RuntimeError('a notifier bug')\n" if raises else ""
+    return (
+        "import toilbox\n"
+        f"{marker}\n"
+        "def run_finished(run):\n"
+        f"    with open({str(log)!r}, 'a') as out:\n"
+        f"        out.write({label!r} + '\\n')\n"
+        f"{fail}"
+    )
+
+
+def test_hooks_keep_pluggys_order_and_wrappers_and_isolate_a_raising_one(tmp_path):
+    log = tmp_path / "order.log"
+    plugin_dir = tmp_path / "plugins.d"
+    plugin_dir.mkdir()
+    # Files load in name order; pluggy calls the last registered first (LIFO), tryfirst
+    # before and trylast after the others, inside the wrappers.
+    write_plugin(plugin_dir, "a_tryfirst", ordered_plugin(log, "tryfirst", "tryfirst=True"))
+    write_plugin(plugin_dir, "b_first", ordered_plugin(log, "registered first", raises=True))
+    write_plugin(plugin_dir, "c_trylast", ordered_plugin(log, "trylast", "trylast=True"))
+    write_plugin(plugin_dir, "d_second", ordered_plugin(log, "registered second"))
+    write_plugin(plugin_dir, "e_wrapper", f"""
+        import toilbox
+
+        @toilbox.hookimpl(wrapper=True)
+        def run_finished(run):
+            with open({str(log)!r}, "a") as out:
+                out.write("wrapper before\\n")
+            result = yield
+            with open({str(log)!r}, "a") as out:
+                out.write("wrapper after\\n")
+            return result
+    """)
+    write_plugin(plugin_dir, "f_old_wrapper", f"""
+        import toilbox
+
+        @toilbox.hookimpl(hookwrapper=True)
+        def run_finished(run):
+            with open({str(log)!r}, "a") as out:
+                out.write("old-style wrapper before\\n")
+            yield
+            with open({str(log)!r}, "a") as out:
+                out.write("old-style wrapper after\\n")
+    """)
+    host = plugins.build([plugin_dir])
+    assert all(p.error is None for p in host.plugins), [p.error for p in host.plugins]
+    host.run_finished(run=None)  # type: ignore[arg-type]
+    assert log.read_text().splitlines() == [
+        "old-style wrapper before",
+        "wrapper before",
+        "tryfirst",
+        "registered second",
+        "registered first",  # raises: logged, and the others still run
+        "trylast",
+        "wrapper after",
+        "old-style wrapper after",
+    ]
+
+
+def test_a_raising_wrapper_is_logged_not_fatal(tmp_path, capsys):
+    from toilbox import log
+
+    log.configure("json", "info", sys.stderr)  # capsys's stderr, not the one set up before it
+    plugin_dir = tmp_path / "plugins.d"
+    plugin_dir.mkdir()
+    write_plugin(plugin_dir, "wrapper", """
+        import toilbox
+
+        @toilbox.hookimpl(wrapper=True)
+        def run_finished(run):
+            yield
+            raise RuntimeError("a wrapper bug")
+    """)
+    plugins.build([plugin_dir]).run_finished(run=None)  # type: ignore[arg-type]
+    err = capsys.readouterr().err
+    assert '"event": "plugin.hook_failed"' in err
+    assert "a wrapper bug" in err
+
+
+def test_a_wrong_argument_name_shows_which_and_what_the_hook_takes(cli, tmp_path):
+    plugin_dir = tmp_path / "plugins.d"
+    plugin_dir.mkdir()
+    write_plugin(plugin_dir, "typo", """
+        import toilbox
+
+        @toilbox.hookimpl
+        def run_finished(record, run):
+            pass
+    """)
+    host = plugins.build([plugin_dir])
+    typo = next(p for p in host.plugins if p.name == "typo")
+    assert typo.error == (
+        "hook run_finished(record, run): run_finished has no argument record"
+        " (its arguments: run)"
+    )
+    listed = cli("plugins", "--json")  # no config: the plugin dir comes from one
+    assert listed.code == 0
+    config = tmp_path / "toilbox.yaml"
+    config.write_text(f"state_dir: {tmp_path / 'state'}\nplugin_dirs: [{plugin_dir}]\n")
+    table = cli("-c", str(config), "plugins").out
+    assert "BROKEN: hook run_finished(record, run): run_finished has no argument record" in table
+
+
+def test_a_plugin_that_implements_no_hooks_is_flagged(cli, tmp_path):
+    plugin_dir = tmp_path / "plugins.d"
+    plugin_dir.mkdir()
+    write_plugin(plugin_dir, "unmarked", """
+        from pydantic import BaseModel
+        import toilbox
+
+        def register_task_types(register):  # @toilbox.hookimpl forgotten
+            register("check.unmarked", lambda ctx, params: None, params=BaseModel)
+    """)
+    write_plugin(plugin_dir, "helpers", "ANSWER = 42\n")
+    config = tmp_path / "toilbox.yaml"
+    config.write_text(f"state_dir: {tmp_path / 'state'}\nplugin_dirs: [{plugin_dir}]\n"
+                      "tasks:\n  t: {uses: check.unmarked}\n")
+    listed = {p["name"]: p for p in json.loads(cli("-c", str(config), "plugins", "--json").out)}
+    assert listed["unmarked"]["warning"] == (
+        "implements no hooks: register_task_types is not marked @toilbox.hookimpl"
+    )
+    assert listed["helpers"]["warning"].startswith("implements no hooks (toilbox hooks: ")
+    assert listed["greeter" if "greeter" in listed else "checks"]["warning"] is None
+    table = cli("-c", str(config), "plugins").out
+    assert "WARNING: implements no hooks: register_task_types is not marked" in table
+    invalid = cli("-c", str(config), "validate")
+    assert invalid.code == 3
+    assert 'unknown task type "check.unmarked"' in invalid.err
+    assert invalid.err.rstrip().endswith(
+        "; plugins that implement no hooks: helpers, unmarked (register_task_types is not"
+        " marked @toilbox.hookimpl)"
+    )
+
+
+def test_descriptions_show_in_plugins_its_json_and_the_schema(cli, tmp_path):
+    write_plugin(tmp_path, "greeter", GOOD)
+    config = tmp_path / "toilbox.yaml"
+    config.write_text(f"state_dir: {tmp_path / 'state'}\nplugin_dirs: [{tmp_path}]\n")
+    listed = {p["name"]: p for p in json.loads(cli("-c", str(config), "plugins", "--json").out)}
+    assert listed["greeter"]["descriptions"] == {"check.greet": "Say hello."}
+    assert listed["checks"]["descriptions"]["check.disk"] == (
+        "Check the space and inodes used on the filesystem holding a path."
+    )
+    table = cli("-c", str(config), "plugins").out.splitlines()
+    assert any(re.fullmatch(r"greeter +- +plugin dir +check\.greet +Say hello\.", line)
+               for line in table), table
+    assert any(re.fullmatch(r" +check\.tls +Days until a certificate expires; .*", line)
+               for line in table), "later task types of a plugin have a row each"
+    schema = json.loads(cli("schema").out)
+    branches = schema["$defs"]["TaskConfig"]["allOf"]
+    disk = next(b for b in branches if b["if"]["properties"]["uses"]["const"] == "check.disk")
+    assert disk["then"]["properties"]["with"]["description"] == (
+        "Check the space and inodes used on the filesystem holding a path."
+    )
+
+
+def test_stale_lists_plugin_code_a_running_process_did_not_load(tmp_path):
+    plugin_dir = tmp_path / "plugins.d"
+    plugin_dir.mkdir()
+    write_plugin(plugin_dir, "greeter", GOOD)
+    write_plugin(plugin_dir, "gone", "ANSWER = 1\n")
+    host = plugins.build([plugin_dir])
+    assert host.stale() == []
+    write_plugin(plugin_dir, "newcomer", GOOD.replace("check.greet", "check.new"))
+    later = (plugin_dir / "greeter.py").stat().st_mtime + 5
+    os.utime(plugin_dir / "greeter.py", (later, later))
+    (plugin_dir / "gone.py").unlink()
+    assert host.stale() == [
+        f"{plugin_dir / 'gone.py'} (removed)",
+        f"{plugin_dir / 'greeter.py'} (changed)",
+        f"{plugin_dir / 'newcomer.py'} (new)",
+    ]

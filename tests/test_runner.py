@@ -94,7 +94,7 @@ def test_human_output_and_dry_run_reaches_the_plugin(toilbox, config):
     result = toilbox("-c", str(config), "run", "warn")
     assert result.code == 1
     assert "WARNING warn: getting full" in result.out
-    assert "answer = 42s (warn 50, crit 60)" in result.out
+    assert "answer = 42s (warn above 50, crit above 60)" in result.out
     _, dry = run_json(toilbox, config, "ok", "--dry-run")
     assert dry["data"]["dry_run"] is True
     _, real = run_json(toilbox, config, "ok")

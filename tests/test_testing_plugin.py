@@ -237,6 +237,41 @@ def test_contract_names_every_breach(plugins_dir, toilbox_files, toilbox_contrac
     assert "not with toilbox.TaskFailed" in message
 
 
+RAW_DEFAULTS_PLUGIN = '''
+    from pydantic import BaseModel, ConfigDict, Field
+    import toilbox
+    from toilbox.units import ConfigPath, ExplicitDuration
+
+    class Params(BaseModel):
+        model_config = ConfigDict(extra="forbid")
+        max_age: ExplicitDuration = "26h"  # stays the string "26h"
+        min_age: ExplicitDuration = 3600  # seconds: fine
+        since: ExplicitDuration = Field("1d", validate_default=True)
+        where: ConfigPath = "/"
+
+    def raw(ctx, params):
+        """Compare an age with a string."""
+        return toilbox.Result(toilbox.Status.OK, "fine")
+
+    @toilbox.hookimpl
+    def register_task_types(register):
+        register("check.raw", raw, params=Params)
+'''
+
+
+def test_contract_names_a_default_left_unparsed(plugins_dir, toilbox_contract):
+    (plugins_dir / "raw.py").write_text(textwrap.dedent(RAW_DEFAULTS_PLUGIN))
+    with pytest.raises(AssertionError) as caught:
+        toilbox_contract("check.raw", plugin_dirs=[plugins_dir])
+    problems = str(caught.value).splitlines()[1:]
+    assert problems == [
+        "- the default of max_age is '26h', but from a config it would be 93600.0: write"
+        " Field('26h', validate_default=True), or 93600.0",
+        "- the default of where is '/', but from a config it would be PosixPath('/'): write"
+        " Field('/', validate_default=True), or PosixPath('/')",
+    ]
+
+
 def test_contract_refuses_an_unknown_type(toilbox_contract):
     with pytest.raises(AssertionError, match=r'unknown task type "check\.nope"'):
         toilbox_contract("check.nope")

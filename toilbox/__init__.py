@@ -14,7 +14,7 @@ from __future__ import annotations
 from toilbox.context import TaskContext
 from toilbox.errors import TaskFailed
 from toilbox.hookspecs import hookimpl
-from toilbox.result import Metric, Result, Status
+from toilbox.result import Metric, Result, Status, worst
 
-__all__ = ["Metric", "Result", "Status", "TaskContext", "TaskFailed", "hookimpl"]
+__all__ = ["Metric", "Result", "Status", "TaskContext", "TaskFailed", "hookimpl", "worst"]
 __version__ = "0.1.0"

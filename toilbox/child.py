@@ -94,6 +94,7 @@ def _run_task(  # pragma: no cover - runs in the child
         console=console,
         scheduled_for=spec.scheduled_for,
         open_history=functools.partial(open_history, Path(spec.state_dir), spec.store_url),
+        config_dir=Path(spec.config_dir) if spec.config_dir else Path.cwd(),
     )
     try:
         result = task_type.fn(ctx, spec.params)

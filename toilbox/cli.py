@@ -204,16 +204,7 @@ def plugins(obj: _Obj, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(infos))
         return
-    rows = [
-        [
-            p["name"],
-            p["version"] or "-",
-            p["source"],
-            f"BROKEN: {p['error']}" if p["error"] else ", ".join(p["task_types"]) or "-",
-        ]
-        for p in infos
-    ]
-    click.echo(render.table(["PLUGIN", "VERSION", "SOURCE", "TASK TYPES"], rows))
+    click.echo(render.plugins(infos))
 
 
 @cli.command()
@@ -388,6 +379,7 @@ def report(obj: _Obj, window: str, fmt: str, output: str | None, host: str | Non
         structlog.get_logger("report.summary"),
         state_dir,
         open_history=app.open_history,
+        config_dir=app.loaded.config_dir,
     )
     try:
         result = task_type.fn(ctx, params)

@@ -272,6 +272,11 @@ class LoadedConfig:
     positions: dict[yamlpos.Loc, int]
     secrets: frozenset[str]
 
+    @property
+    def config_dir(self) -> Path:
+        """Where relative paths in the config are read from: the file's own directory."""
+        return self.path.parent.resolve()
+
     def error(self, loc: yamlpos.Loc, message: str) -> str:
         return located(self.path, self.positions, loc, message)
 
@@ -346,7 +351,11 @@ def resolve_tasks(loaded: LoadedConfig, host: PluginHost) -> dict[str, Task]:
             problems.append(loaded.error((*loc, "uses"), host.explain_unknown(spec.uses)))
             continue
         try:
-            params = task_type.params.model_validate(spec.with_)
+            # The context lets a params field (toilbox.units.ConfigPath) read a relative
+            # path from the config's directory, as state_dir and plugin_dirs are.
+            params = task_type.params.model_validate(
+                spec.with_, context={"config_dir": loaded.config_dir}
+            )
         except ValidationError as exc:
             problems.append(_format_errors(loaded.path, loaded.positions, exc, (*loc, "with")))
             continue

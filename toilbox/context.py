@@ -19,32 +19,39 @@ def utc_now() -> datetime:
 
 @dataclass(frozen=True)
 class TaskContext:
-    """The run a task function is part of.
-
-    ``log`` is a structlog logger already bound to ``task``, ``run_id`` and ``attempt``.
-    ``state_dir`` is the task's own directory for files it wants to keep between runs.
-    ``now()`` is the clock: use it instead of ``datetime.now()`` so tests can freeze it.
-    ``force`` is true for a manual run told to go past its safety budgets.
-    ``scheduled_for`` is the slot a scheduled run fills (None for a manual run).
-    ``console`` is the user's terminal when there is one (for progress bars), else None:
-    what a task prints to stdout or stderr is captured into the run's output instead.
-    ``history()`` opens the run history for reading (``with ctx.history() as h:``), on
-    SQLite and on a fleet's PostgreSQL alike: a plugin never opens the store itself.
-    """
+    """The run a task function is part of: ``fn(ctx, params)`` gets one per attempt."""
 
     task: str
+    """The task's name in the config (``tasks.NAME``)."""
     run_id: str
+    """The run's id, as ``toilbox history`` shows it; the same for every attempt."""
     attempt: int
+    """1 for the first attempt, 2, 3 ... when the task's retry policy tries again."""
     dry_run: bool
+    """True under ``toilbox run --dry-run``: change nothing, say what would be done."""
     log: Any
+    """A structlog logger already bound to ``task``, ``run_id`` and ``attempt``:
+    ``ctx.log.info("event.name", key=value)``.  Secrets from the config are redacted."""
     state_dir: Path
+    """A directory of the task's own, kept between runs (``STATE_DIR/tasks/NAME``)."""
     force: bool = False
+    """True for a manual ``toilbox run --force``: go past the task's safety budgets once."""
     scheduled_for: datetime | None = None
+    """The slot a scheduled run fills (an aware datetime); None for a manual run."""
     console: TextIO | None = field(default=None, repr=False)
+    """The user's terminal when there is one (for a progress bar), else None.  What a
+    task prints to stdout or stderr is captured into the run's ``output`` instead."""
     clock: Callable[[], datetime] = field(default=utc_now, repr=False)
+    """What ``now()`` reads; tests replace it (see the ``toilbox_clock`` fixture)."""
+    config_dir: Path = field(default_factory=Path.cwd)
+    """The config file's directory: relative paths in the config are read from here
+    (``toilbox.units.ConfigPath`` does it for a params field)."""
     open_history: Callable[[], ReadOnlyHistory] | None = field(default=None, repr=False)
+    """Opens the run history for ``history()``; None where there is none."""
 
     def now(self) -> datetime:
+        """The current time, timezone-aware (UTC): use it, not ``datetime.now()``, so
+        that tests can freeze and move the clock."""
         return self.clock()
 
     @contextmanager

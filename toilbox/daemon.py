@@ -218,6 +218,9 @@ class Daemon:
             added=sorted(new_tasks.keys() - old_tasks.keys()),
             removed=sorted(old_tasks.keys() - new_tasks.keys()),
         )
+        stale = new.plugins.stale()  # plugin code is imported once per process
+        if stale:
+            log.warning("config.reload_plugins_not_loaded", plugins=stale, fix="restart the daemon")
         return True
 
     def shutdown(self, grace: float | None = None) -> None:

@@ -116,6 +116,7 @@ class AttemptSpec:
     scheduled_for: datetime | None = None
     secrets: tuple[str, ...] = ()  # to redact: a zygote may predate a reloaded config
     store_url: str | None = None  # the fleet's store, for ctx.history(); None: SQLite
+    config_dir: str = ""  # the config file's directory: TaskContext.config_dir
 
 
 class Claim(enum.Enum):

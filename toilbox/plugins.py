@@ -8,9 +8,11 @@ takes the others down.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import importlib.util
+import inspect
 import re
 import sys
 from collections.abc import Callable, Iterable
@@ -26,6 +28,8 @@ from pydantic import BaseModel
 from toilbox import hookspecs
 
 if TYPE_CHECKING:
+    from importlib.metadata import EntryPoint
+
     import click
 
     from toilbox.context import TaskContext
@@ -35,12 +39,18 @@ if TYPE_CHECKING:
 ENTRY_POINT_GROUP = "toilbox"
 TASK_TYPE_NAME = re.compile(r"^(check|cleanup|report)\.[a-z0-9][a-z0-9_-]*$")
 PLUGIN_DIR_PREFIX = "toilbox_plugin_dir_"
+# Hooks that must not raise: each implementation is called on its own terms, and one that
+# raises is logged while the others still run (register_task_types is called per plugin).
+ISOLATED_HOOKS = frozenset({"run_finished", "notify", "register_commands"})
+NO_HOOKS = "implements no hooks"
 
 TaskFunction = Callable[["TaskContext", Any], "Result"]
 log = structlog.get_logger("toilbox.plugins")
 
 
 class RegisterTaskType(Protocol):
+    """The ``register`` callback a ``register_task_types`` implementation is given."""
+
     def __call__(
         self,
         name: str,
@@ -48,7 +58,15 @@ class RegisterTaskType(Protocol):
         *,
         params: type[BaseModel],
         description: str | None = None,
-    ) -> None: ...
+    ) -> None:
+        """Declare the task type ``name`` (``<check|cleanup|report>.<lower-case name>``).
+
+        ``fn(ctx, params)`` does the work and returns a Result; ``params`` is a pydantic
+        model that validates the task's ``with:`` when the config loads; ``description``
+        (default: the first line of ``fn``'s docstring) shows in ``toilbox plugins``
+        and the schema.  A bad name, a non-model ``params`` or a name already taken
+        marks the plugin broken.
+        """
 
 
 @dataclass(frozen=True)
@@ -72,7 +90,9 @@ class PluginInfo:
     version: str | None = None
     hooks: list[str] = field(default_factory=list)
     task_types: list[str] = field(default_factory=list)
+    descriptions: dict[str, str] = field(default_factory=dict)  # task type -> its first line
     error: str | None = None
+    warning: str | None = None  # loaded, but probably not as meant (it implements no hooks)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -82,8 +102,10 @@ class PluginInfo:
             "location": self.location,
             "hooks": self.hooks,
             "task_types": self.task_types,
+            "descriptions": self.descriptions,
             "status": "broken" if self.error else "ok",
             "error": self.error,
+            "warning": self.warning,
         }
 
 
@@ -94,6 +116,8 @@ class PluginHost:
     pm: pluggy.PluginManager
     plugins: list[PluginInfo]
     task_types: dict[str, TaskType]
+    sources: dict[str, str] = field(default_factory=dict)  # what was loaded: see stale()
+    plugin_dirs: tuple[Path, ...] = ()
 
     def explain_unknown(self, type_name: str) -> str:
         import difflib
@@ -104,30 +128,57 @@ class PluginHost:
             message += f' (did you mean "{close[0]}"?)'
         known = ", ".join(sorted(self.task_types)) or "none"
         broken = [f"{p.name} ({p.error})" for p in self.plugins if p.error]
+        empty = [
+            f"{p.name} ({p.warning.removeprefix(NO_HOOKS + ': ')})"
+            if p.warning.startswith(NO_HOOKS + ": ")
+            else p.name
+            for p in self.plugins
+            if p.warning
+        ]
         message += f" (known: {known})"
         if broken:
             message += f"; plugins that failed to load: {'; '.join(broken)}"
+        if empty:
+            message += f"; plugins that implement no hooks: {', '.join(empty)}"
         return message
 
+    def stale(self) -> list[str]:
+        """Plugins on disk that this host did not load, or loaded in an older version.
+
+        A plugin's code is imported once per process: a reload of the config does not
+        load a new plugin file or package, nor a changed one.  This says which.
+        """
+        from importlib.metadata import entry_points
+
+        installed = [_entry_point_info(ep) for ep in entry_points(group=ENTRY_POINT_GROUP)]
+        now = {info.name: info.version or "" for info in installed}
+        now.update(_plugin_files(self.plugin_dirs))
+        changes = []
+        for source in sorted(now.keys() | self.sources.keys()):
+            before, after = self.sources.get(source), now.get(source)
+            if before == after:
+                continue
+            what = "new" if before is None else "removed" if after is None else "changed"
+            changes.append(f"{source} ({what})")
+        return changes
+
     def run_finished(self, run: RunRecord) -> None:
-        self._call_each("run_finished", run=run)
+        self._call("run_finished", run=run)
 
     def notify(self, notification: Notification) -> None:
-        self._call_each("notify", notification=notification)
+        self._call("notify", notification=notification)
 
     def register_commands(self, cli: click.Group) -> None:
-        self._call_each("register_commands", cli=cli)
+        self._call("register_commands", cli=cli)
 
-    def _call_each(self, hook: str, **kwargs: Any) -> None:
-        """Call every implementation on its own: one that raises is logged, not fatal.
-
-        (A plain ``pm.hook.X()`` call stops at the first implementation that raises.)
-        """
-        for impl in getattr(self.pm.hook, hook).get_hookimpls():
-            try:
-                impl.function(**{name: kwargs[name] for name in impl.argnames})
-            except Exception:
-                log.exception("plugin.hook_failed", hook=hook, plugin=impl.plugin_name)
+    def _call(self, hook: str, **kwargs: Any) -> None:
+        """Call a hook as pluggy does: its order (LIFO, tryfirst, trylast) and its
+        wrappers hold.  Each plain implementation logs its own exception (see
+        _isolate), so the others still run; only a raising wrapper ends up here."""
+        try:
+            getattr(self.pm.hook, hook)(**kwargs)
+        except Exception:
+            log.exception("plugin.hook_failed", hook=hook, plugin="a hook wrapper")
 
 
 _cache: dict[tuple[Path, ...], PluginHost] = {}
@@ -146,11 +197,13 @@ def load(plugin_dirs: Iterable[Path] = ()) -> PluginHost:
 
 
 def build(plugin_dirs: Iterable[Path] = ()) -> PluginHost:
+    plugin_dirs = tuple(plugin_dirs)
+    files = _plugin_files(plugin_dirs)  # before importing: a file edited meanwhile is stale
     pm = pluggy.PluginManager("toilbox")
     pm.add_hookspecs(hookspecs)
     infos: list[PluginInfo] = []
     for shared_info, module in _entry_point_plugins():
-        info = dataclasses.replace(shared_info, hooks=[], task_types=[])
+        info = dataclasses.replace(shared_info, hooks=[], task_types=[], descriptions={})
         infos.append(info)
         if module is not None:
             _register(pm, info, module)
@@ -165,7 +218,10 @@ def build(plugin_dirs: Iterable[Path] = ()) -> PluginHost:
         plugin = pm.get_plugin(info.name)
         if plugin is not None:
             info.hooks = sorted(impl.name for impl in pm.get_hookcallers(plugin) or [])
-    return PluginHost(pm, infos, task_types)
+            if not info.hooks and info.error is None:
+                info.warning = _no_hooks(plugin)
+    sources = {info.name: info.version or "" for info in infos if info.source != "plugin dir"}
+    return PluginHost(pm, infos, task_types, {**sources, **files}, plugin_dirs)
 
 
 def _register(pm: pluggy.PluginManager, info: PluginInfo, module: ModuleType) -> None:
@@ -174,8 +230,66 @@ def _register(pm: pluggy.PluginManager, info: PluginInfo, module: ModuleType) ->
         return
     try:
         pm.register(module, name=info.name)
+    except pluggy.PluginValidationError as exc:
+        info.error = _invalid_hook(str(exc))
+        return
     except Exception as exc:
         info.error = _describe(exc)
+        return
+    _isolate(pm, module)
+
+
+def _isolate(pm: pluggy.PluginManager, plugin: object) -> None:
+    """Make each plain implementation of a must-not-raise hook catch and log its own error.
+
+    pluggy's call loop stops at the first implementation that raises.  Wrapping each one
+    where it is registered keeps pluggy's own order (LIFO, tryfirst, trylast) and its
+    ``wrapper=True`` / ``hookwrapper=True`` implementations, and the others still run.
+    """
+    for caller in pm.get_hookcallers(plugin) or []:
+        if caller.name not in ISOLATED_HOOKS:
+            continue
+        for impl in caller.get_hookimpls():
+            if impl.plugin is plugin and not (impl.wrapper or impl.hookwrapper):
+                impl.function = _logging_errors(  # type: ignore[misc]
+                    impl.function, caller.name, impl.plugin_name
+                )
+
+
+def _logging_errors(fn: Callable[..., Any], hook: str, plugin: str) -> Callable[..., Any]:
+    @functools.wraps(fn)
+    def call(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except Exception:
+            log.exception("plugin.hook_failed", hook=hook, plugin=plugin)
+            return None
+
+    return call
+
+
+def _no_hooks(plugin: object) -> str:
+    """Why a loaded plugin gives nothing: usually a hook function without its marker."""
+    specs = _hook_names()
+    unmarked = [name for name in specs if callable(getattr(plugin, name, None))]
+    if unmarked:
+        return f"{NO_HOOKS}: {', '.join(unmarked)} is not marked @toilbox.hookimpl"
+    return f"{NO_HOOKS} (toilbox hooks: {', '.join(specs)})"
+
+
+def _hook_names() -> list[str]:
+    return [name for name in dir(hookspecs) if hasattr(getattr(hookspecs, name), "toilbox_spec")]
+
+
+def _plugin_files(plugin_dirs: Iterable[Path]) -> dict[str, str]:
+    """Each plugin file in these directories, with its modification time (read, not run)."""
+    found = {}
+    for directory in plugin_dirs:
+        if directory.is_dir():
+            for path in directory.glob("*.py"):
+                with contextlib.suppress(OSError):
+                    found[str(path)] = str(path.stat().st_mtime_ns)
+    return found
 
 
 @functools.cache
@@ -185,14 +299,7 @@ def _entry_point_plugins() -> list[tuple[PluginInfo, ModuleType | None]]:
 
     found = []
     for ep in sorted(entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name):
-        dist = ep.dist
-        standard = dist is not None and dist.name == "toilbox"
-        info = PluginInfo(
-            name=ep.name if standard else f"{dist.name if dist else '?'}:{ep.name}",
-            source="standard" if standard else "entry point",
-            location=ep.value,
-            version=dist.version if dist else None,
-        )
+        info = _entry_point_info(ep)
         module = None
         try:
             module = ep.load()
@@ -200,6 +307,18 @@ def _entry_point_plugins() -> list[tuple[PluginInfo, ModuleType | None]]:
             info.error = _describe(exc)
         found.append((info, module))
     return found
+
+
+def _entry_point_info(ep: EntryPoint) -> PluginInfo:
+    """How an installed plugin is named and described, before it is imported."""
+    dist = ep.dist
+    standard = dist is not None and dist.name == "toilbox"
+    return PluginInfo(
+        name=ep.name if standard else f"{dist.name if dist else '?'}:{ep.name}",
+        source="standard" if standard else "entry point",
+        location=ep.value,
+        version=dist.version if dist else None,
+    )
 
 
 def _plugin_dir_plugins(directory: Path) -> list[tuple[PluginInfo, ModuleType | None]]:
@@ -249,6 +368,9 @@ def _collect_task_types(pm: pluggy.PluginManager, infos: list[PluginInfo]) -> di
     task_types: dict[str, TaskType] = {}
     for impl in pm.hook.register_task_types.get_hookimpls():  # registration order: first wins
         info = by_name[impl.plugin_name]
+        if impl.wrapper or impl.hookwrapper:
+            info.error = "register_task_types cannot be a wrapper: call register() in it"
+            continue
         declared: list[TaskType] = []
 
         def register(
@@ -282,6 +404,7 @@ def _collect_task_types(pm: pluggy.PluginManager, infos: list[PluginInfo]) -> di
         for task_type in declared:
             task_types[task_type.name] = task_type
             info.task_types.append(task_type.name)
+            info.descriptions[task_type.name] = task_type.description
     return task_types
 
 
@@ -292,10 +415,24 @@ def _unknown_hook(pluggy_message: str) -> str:
     found = re.search(r"unknown hook '(\w+)'", pluggy_message)
     if not found:
         return pluggy_message
-    known = [name for name in dir(hookspecs) if hasattr(getattr(hookspecs, name), "toilbox_spec")]
+    known = _hook_names()
     close = difflib.get_close_matches(found[1], known, n=1)
     hint = f' (did you mean "{close[0]}"?)' if close else f" (toilbox hooks: {', '.join(known)})"
     return f'unknown hook "{found[1]}"{hint}'
+
+
+def _invalid_hook(pluggy_message: str) -> str:
+    """pluggy's whole message on one line: which argument is not in the hook's spec."""
+    hook = re.search(r"for hook '(\w+)'", pluggy_message)
+    extra = re.search(r"Argument\(s\) \{(.*)\} are declared", pluggy_message)
+    definition = re.search(r"hookimpl definition: (.*)", pluggy_message)
+    if hook and extra and definition:
+        spec = getattr(hookspecs, hook[1])
+        wanted = ", ".join(inspect.signature(spec).parameters)
+        names = ", ".join(sorted(name.strip(" '") for name in extra[1].split(",")))
+        return f"hook {definition[1]}: {hook[1]} has no argument {names} (its arguments: {wanted})"
+    lines = [line.strip() for line in pluggy_message.splitlines() if line.strip()]
+    return "PluginValidationError: " + "; ".join(lines)
 
 
 def _describe(exc: BaseException) -> str:

@@ -8,6 +8,7 @@ from typing import Any
 import click
 
 from toilbox.models import RunRecord
+from toilbox.result import describe_range
 from toilbox.units import format_size
 
 _COLOURS = {
@@ -44,8 +45,33 @@ def run_result(record: RunRecord) -> str:
 def _metric(metric: dict[str, Any]) -> str:
     unit = metric.get("unit") or ""
     text = format_size(metric["value"]) if unit == "B" else f"{metric['value']:.6g}{unit}"
-    limits = [f"{name} {metric[name]}" for name in ("warn", "crit") if metric.get(name) is not None]
+    # Nagios ranges in words: "30:" reads "below 30", the opposite of a plain 30.
+    number = format_size if unit == "B" else None
+    limits = [
+        f"{name} {describe_range(metric[name], number)}"
+        for name in ("warn", "crit")
+        if metric.get(name) is not None
+    ]
     return f"{text} ({', '.join(limits)})" if limits else text
+
+
+def plugins(infos: Sequence[dict[str, Any]]) -> str:
+    """``toilbox plugins``: a row per task type, with its description; a plugin that
+    is broken or gives nothing says so in place of its task types."""
+    rows = []
+    for p in infos:
+        first = [p["name"], p["version"] or "-", p["source"]]
+        if p["error"]:
+            rows.append([*first, "-", f"BROKEN: {p['error']}"])
+        elif p["warning"]:
+            rows.append([*first, "-", f"WARNING: {p['warning']}"])
+        elif not p["task_types"]:
+            rows.append([*first, "-", f"hooks: {', '.join(p['hooks'])}"])
+        else:
+            for index, name in enumerate(p["task_types"]):
+                cells = first if index == 0 else ["", "", ""]
+                rows.append([*cells, name, p["descriptions"].get(name) or "-"])
+    return table(["PLUGIN", "VERSION", "SOURCE", "TASK TYPE", "DESCRIPTION"], rows)
 
 
 def chain(story: Sequence[dict[str, Any]]) -> str:

@@ -185,6 +185,7 @@ def _attempts(
                     scheduled_for=scheduled_for,
                     secrets=tuple(app.loaded.secrets),
                     store_url=app.config.store.url if app.config.store else None,
+                    config_dir=str(app.loaded.config_dir),
                 )
                 with structlog.contextvars.bound_contextvars(attempt=attempt_number):
                     outcome = run_attempt(spec, task.timeout, stop, zygote)

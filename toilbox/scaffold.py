@@ -1,13 +1,16 @@
-"""``toilbox new-plugin``: a pip-installable plugin package with one working task type.
+"""``toilbox new-plugin``: a pip-installable plugin package with one task type, named for it.
 
 The package has a ``pyproject.toml`` with the ``toilbox`` entry point, a module with a
-documented task type of the asked kind and its pydantic params model, tests that use
-toilbox's pytest fixtures, a README and an example config.  It installs, lists, runs and
-passes its own tests as generated.  The templates are in ``toilbox/plugin_template/``.
+minimal, working task type of the asked kind (the shape every task of that kind has,
+ready to be filled in) and its pydantic params model, tests that use toilbox's pytest
+fixtures, a README, an example config and a ``.gitignore``.  It installs, lists, runs
+and passes its own tests as generated.  The templates are in ``toilbox/plugin_template/``;
+the worked examples live in docs/writing-plugins.md.
 """
 
 from __future__ import annotations
 
+import keyword
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,23 +20,17 @@ from toilbox.errors import UsageError
 
 KINDS = ("check", "cleanup", "report")
 NAME = re.compile(r"^[a-z][a-z0-9]*(-[a-z0-9]+)*$")
+NAME_MAX = 100
 TEMPLATES = Path(__file__).parent / "plugin_template"
 
-_DESCRIPTIONS = {
-    "check": "A toilbox check: a file was modified recently.",
-    "cleanup": "A toilbox cleanup: delete old files matching a pattern in a directory.",
-    "report": "A toilbox report: the largest files under a directory, as markdown.",
-}
 _EXAMPLES = {
-    "check": (
-        "path: /etc/hostname  # the file to watch\nwarning: 400d\ncritical: 800d",
-        "every 5m",
-    ),
+    "check": ("warning: 4\ncritical: 8", "every 5m"),
     "cleanup": (
         "directory: /tmp\npattern: '*.{name}-tmp'\nolder_than: 7d\nmax_delete: 1000",
         "'@hourly'",
     ),
-    "report": ("directory: /usr/share/doc\ntop: 10\noutput: ./{name}-{{date}}.md", "'@daily'"),
+    # Relative paths are read from the config file's directory.
+    "report": ("directory: .\noutput: ./.toilbox-state/{name}-{{date}}.md", "'@daily'"),
 }
 
 
@@ -61,13 +58,10 @@ class Names:
 
 def new_plugin(name: str, kind: str, directory: Path | None = None) -> list[Path]:
     """Write the package into ``directory`` (default ``./toilbox-NAME``); the files made."""
-    if not NAME.match(name):
-        raise UsageError(
-            f'plugin name "{name}" must be lower-case words joined by dashes, like disk-quota'
-        )
     if kind not in KINDS:
         raise UsageError(f'kind "{kind}" must be one of {", ".join(KINDS)}')
     names = Names(name, kind)
+    _check_name(names)
     target = directory if directory is not None else Path(names.dist)
     if target.exists() and (not target.is_dir() or any(target.iterdir())):
         raise UsageError(f"{target} already exists and is not empty: give another --dir")
@@ -88,7 +82,7 @@ def new_plugin(name: str, kind: str, directory: Path | None = None) -> list[Path
         "module": names.module,
         "dist": names.dist,
         "func": names.func,
-        "description": _DESCRIPTIONS[kind],
+        "description": f"A toilbox {kind}: the task type {names.type_name}.",
         "toilbox_version": __version__,
         "example_with": _indent(example_with.format(name=name), 6),
         "schedule": schedule,
@@ -99,6 +93,7 @@ def new_plugin(name: str, kind: str, directory: Path | None = None) -> list[Path
         f"tests/test_{names.func}.py": f"{kind}/test.py.jinja",
         "pyproject.toml": "common/pyproject.toml.jinja",
         "example.yaml": "common/example.yaml.jinja",
+        ".gitignore": "common/gitignore.jinja",
     }
     made = []
     for relative, template in files.items():
@@ -107,6 +102,40 @@ def new_plugin(name: str, kind: str, directory: Path | None = None) -> list[Path
     readme = env.get_template("common/README.md.jinja").render(values)
     made.append(_write(target / "README.md", readme))
     return made
+
+
+def _check_name(names: Names) -> None:
+    """Refuse a name that makes a package that cannot work, or that replaces toilbox's own."""
+    name = names.name
+    if len(name) > NAME_MAX:
+        raise UsageError(f"plugin name is {len(name)} characters long: at most {NAME_MAX}")
+    if not NAME.match(name):
+        shown = name if len(name) <= 40 else name[:40] + "..."
+        raise UsageError(
+            f'plugin name "{shown}" must be lower-case words joined by dashes, like disk-quota'
+        )
+    if keyword.iskeyword(names.func):
+        raise UsageError(
+            f'plugin name "{name}" is a Python keyword, which cannot name its function:'
+            f" choose another, like {name}-check"
+        )
+    standard = _standard_modules()
+    if names.module in standard:
+        raise UsageError(
+            f'plugin name "{name}" would make the package {names.module}, which is toilbox\'s'
+            f" own standard plugin: installing it would replace {standard[names.module]}"
+        )
+
+
+def _standard_modules() -> dict[str, str]:
+    """The top-level modules of toilbox's own plugins, and what each provides."""
+    from importlib.metadata import entry_points
+
+    found = {}
+    for ep in entry_points(group="toilbox"):
+        if ep.dist is not None and ep.dist.name == "toilbox":
+            found[ep.value.split(":")[0].split(".")[0]] = f"the standard {ep.name} plugin"
+    return found
 
 
 def _write(path: Path, text: str) -> Path:

@@ -20,7 +20,7 @@ def config_schema(host: PluginHost) -> dict[str, Any]:
         branches.append(
             {
                 "if": {"properties": {"uses": {"const": name}}, "required": ["uses"]},
-                "then": {"properties": {"with": params}},
+                "then": {"properties": {"with": {**params, "description": task_type.description}}},
             }
         )
     if branches:

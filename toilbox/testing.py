@@ -25,169 +25,61 @@ entry-point group) or, with ``plugin_dirs=[...]``, as a file in a plugin directo
 
 from __future__ import annotations
 
-import contextlib
-import json
 import os
-import signal
-import socket
-import subprocess
-import sys
-import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
-from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 from typing import Any
 
 import pytest
-import structlog
-import yaml
 
 from toilbox.context import TaskContext
-from toilbox.result import Metric, Result, Status
-from toilbox.units import parse_duration, parse_size
+from toilbox.contract import check_contract
+from toilbox.harness import (
+    HARNESS_DIR,
+    TASK,
+    CliRun,
+    Clock,
+    Harness,
+    LogCapture,
+    TaskRun,
+    build_tree,
+    snapshot,
+)
+from toilbox.loopback import LoopbackServer, Response, RouteSpec
 
-TASK = "under-test"
-HARNESS_DIR = ".toilbox"  # under the test's tmp_path: config, state and logs of the runs
+__all__ = [
+    "CliRun",
+    "Clock",
+    "Harness",
+    "LogCapture",
+    "LoopbackServer",
+    "Response",
+    "TaskRun",
+    "build_tree",
+    "check_contract",
+    "snapshot",
+]
 
 
-# -- the clock --------------------------------------------------------------------------
+# -- fixtures -----------------------------------------------------------------------------
+# Each fixture gives an object whose call signature is documented (docs/plugin-reference.md
+# is generated from these classes): a plain closure would hide it.
 
 
-class Clock:
-    """The clock tasks read with ``ctx.now()``: real until frozen, then moved by hand.
+class CliFixture:
+    """Real ``toilbox`` processes (``python -m toilbox``, cwd ``tmp_path/.toilbox``).
 
-    ``freeze(when)`` stops it (at ``when``, default now); ``step("1h")`` moves it on;
-    ``tick("1s")`` makes every reading advance it, for code that measures elapsed time.
-    A run forks its task process from the test, so the task sees the clock as it was
-    when the run started.
+    ``toilbox_cli("plugins", "--json")`` runs any command; ``.run(type, params)`` runs a
+    task type through ``toilbox run --json``.  ``toilbox_clock`` does not reach these
+    processes: they read the real clock.
     """
 
-    def __init__(self) -> None:
-        self._frozen: datetime | None = None
-        self._tick = timedelta(0)
+    def __init__(self, harness: Harness) -> None:
+        self.harness = harness
 
-    @property
-    def frozen(self) -> bool:
-        return self._frozen is not None
-
-    def now(self) -> datetime:
-        if self._frozen is None:
-            return datetime.now(UTC)
-        current = self._frozen
-        self._frozen += self._tick
-        return current
-
-    def freeze(self, when: datetime | str | None = None) -> datetime:
-        if isinstance(when, str):
-            when = datetime.fromisoformat(when)
-        when = when or datetime.now(UTC)
-        self._frozen = when if when.tzinfo else when.replace(tzinfo=UTC)
-        return self._frozen
-
-    def step(self, by: timedelta | str | float) -> datetime:
-        if self._frozen is None:
-            self.freeze()
-        self._frozen = (self._frozen or datetime.now(UTC)) + _delta(by)
-        return self._frozen
-
-    def tick(self, by: timedelta | str | float) -> None:
-        if self._frozen is None:
-            self.freeze()
-        self._tick = _delta(by)
-
-    def timestamp(self) -> float:
-        """Now as a Unix time (for file ages), without advancing a ticking clock."""
-        return (self._frozen or datetime.now(UTC)).timestamp()
-
-
-def _delta(value: timedelta | str | float) -> timedelta:
-    return value if isinstance(value, timedelta) else timedelta(seconds=parse_duration(value))
-
-
-# -- log capture --------------------------------------------------------------------------
-
-
-class LogCapture:
-    """Structlog events as dicts: every run's (the runner's and the task's own) and those
-    of loggers made by ``toilbox_context``."""
-
-    def __init__(self) -> None:
-        self.events: list[dict[str, Any]] = []
-
-    def named(self, event: str) -> list[dict[str, Any]]:
-        return [e for e in self.events if e.get("event") == event]
-
-    def logger(self, **bound: Any) -> Any:
-        def capture(logger: Any, method: str, event_dict: Any) -> Any:
-            self.events.append({"level": method, **event_dict})
-            raise structlog.DropEvent
-
-        return structlog.wrap_logger(None, processors=[capture]).bind(**bound)
-
-
-# -- runs ---------------------------------------------------------------------------------
-
-
-@dataclass
-class TaskRun:
-    """One run's outcome: the Result's fields, plus what the runner recorded."""
-
-    status: Status
-    summary: str
-    metrics: dict[str, Metric]
-    data: dict[str, Any]
-    details: str
-    error: dict[str, Any] | None
-    attempts: int
-    output: str
-    run_id: str
-    events: list[dict[str, Any]] = field(default_factory=list)
-    record: Any = field(default=None, repr=False)  # the toilbox.store.RunRecord
-
-    @property
-    def result(self) -> Result:
-        return Result(self.status, self.summary, dict(self.metrics), self.data, self.details)
-
-    @property
-    def failed(self) -> bool:
-        """The task did not return a Result (it raised, timed out, crashed ...)."""
-        return self.error is not None
-
-
-@dataclass
-class CliRun:
-    code: int
-    out: str
-    err: str
-
-    @property
-    def json(self) -> Any:
-        return json.loads(self.out)
-
-
-def _plain(value: Any) -> Any:
-    """Params as YAML can hold them: paths become strings."""
-    if isinstance(value, Mapping):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_plain(v) for v in value]
-    if isinstance(value, os.PathLike):
-        return os.fspath(value)
-    return value
-
-
-class Harness:
-    """Configs, runs and CLI calls for one test, all under ``tmp_path/.toilbox``."""
-
-    def __init__(self, tmp_path: Path, clock: Clock, log: LogCapture) -> None:
-        self.root = tmp_path / HARNESS_DIR
-        self.root.mkdir(exist_ok=True)
-        self.state_dir = self.root / "state"
-        self.clock = clock
-        self.log = log
-        self._configs = 0
+    def __call__(self, *args: str, env: Mapping[str, str] | None = None) -> CliRun:
+        """``toilbox ARGS`` (with ``--log-format json``); ``env`` is added to the environment."""
+        return self.harness.cli(*args, env=env)
 
     def config(
         self,
@@ -197,437 +89,134 @@ class Harness:
         timeout: str | float = "30s",
         attempts: int = 1,
     ) -> Path:
-        """Write a config with these tasks (``{name: {"uses": ..., "with": ...}}``)."""
-        self._configs += 1
-        body = {
-            "state_dir": str(self.state_dir),
-            "plugin_dirs": [os.fspath(Path(d).absolute()) for d in plugin_dirs],
-            "defaults": {
-                "timeout": timeout,
-                "retry": {"attempts": attempts, "backoff": "0s", "max_backoff": "0s"},
-            },
-            "tasks": _plain(tasks),
-        }
-        path = self.root / f"toilbox-{self._configs}.yaml"
-        path.write_text(yaml.safe_dump(body, sort_keys=False))
-        return path
+        """Write a config with these tasks (``{name: {"uses": ..., "with": ...}}``) into
+        ``tmp_path``; its path, for ``toilbox_cli("-c", str(path), ...)``."""
+        return self.harness.config(
+            tasks, plugin_dirs=plugin_dirs, timeout=timeout, attempts=attempts
+        )
 
     def run(
         self,
         type_name: str,
         params: Mapping[str, Any] | None = None,
-        *,
-        dry_run: bool = False,
-        force: bool = False,
-        timeout: str | float = "30s",
-        attempts: int = 1,
+        *args: str,
         plugin_dirs: Sequence[str | os.PathLike[str]] = (),
-    ) -> TaskRun:
-        """Run ``type_name`` once, through the real runner; ``attempts=1``: no retries."""
-        from toilbox.app import load_app
-        from toilbox.runner import run_task
-
-        config = self.config(
-            {TASK: {"uses": type_name, "with": dict(params or {})}},
-            plugin_dirs=plugin_dirs,
-            timeout=timeout,
-            attempts=attempts,
+        env: Mapping[str, str] | None = None,
+    ) -> CliRun:
+        """``toilbox run`` of a one-task config, with ``--json`` and ``args`` (such as
+        ``"--dry-run"``); the exit code is the status, ``.json`` the result."""
+        config = self.harness.config(
+            {TASK: {"uses": type_name, "with": dict(params or {})}}, plugin_dirs=plugin_dirs
         )
-        app = load_app(str(config))
-        log_path = self.root / f"run-{self._configs}.log"
-        try:
-            with _logs_to(log_path), _clock_in_context(self.clock):
-                record = run_task(app, TASK, dry_run=dry_run, force=force)
-        finally:
-            app.close()
-        events = _read_events(log_path)
-        self.log.events.extend(events)
-        return TaskRun(
-            status=Status.from_label(record.status),
-            summary=record.summary,
-            metrics={k: Metric.from_dict(v) for k, v in record.metrics.items()},
-            data=record.data,
-            details=record.details,
-            error=record.error,
-            attempts=record.attempts,
-            output=record.output,
-            run_id=record.run_id,
-            events=events,
-            record=record,
-        )
-
-    def cli(self, *args: str, env: Mapping[str, str] | None = None, timeout: float = 60) -> CliRun:
-        """Run a real ``toilbox`` process (``python -m toilbox ARGS``) in the harness dir."""
-        full_env = {
-            **os.environ,
-            "XDG_STATE_HOME": str(self.root / "xdg-state"),
-            **(env or {}),
-        }
-        full_env.pop("TOILBOX_CONFIG", None)
-        done = subprocess.run(
-            [sys.executable, "-m", "toilbox", "--log-format", "json", *args],
-            capture_output=True,
-            text=True,
-            env=full_env,
-            timeout=timeout,
-            cwd=self.root,
-            check=False,
-        )
-        return CliRun(done.returncode, done.stdout, done.stderr)
+        return self.harness.cli("-c", str(config), "run", TASK, "--json", *args, env=env)
 
 
-@contextlib.contextmanager
-def _logs_to(path: Path) -> Iterator[None]:
-    """JSON log lines of the runner and of its task process into ``path``.
+class FilesFixture:
+    """Files and directories with given ages and sizes, ages counted back from
+    ``toilbox_clock``."""
 
-    The task process writes its logs to its inherited stderr, so fd 2 points at the file
-    for the run; the runner's own logger is configured to write there too.
-    """
-    from toilbox import log
+    def __init__(self, tmp_path: Path, clock: Clock) -> None:
+        self._tmp_path = tmp_path
+        self._clock = clock
 
-    saved = dict(log._settings)
-    sys.stderr.flush()
-    with path.open("a", encoding="utf-8", buffering=1) as sink:
-        saved_fd = os.dup(2)
-        try:
-            os.dup2(sink.fileno(), 2)
-            log.configure("json", "debug", sink)
-            yield
-        finally:
-            sink.flush()
-            os.dup2(saved_fd, 2)
-            os.close(saved_fd)
-            log.configure(saved["format"], saved["level"], sys.stderr)
+    def __call__(
+        self, tree: Mapping[str, Any], root: str | os.PathLike[str] | None = None
+    ) -> Path:
+        """Make ``tree`` under ``root`` (default ``tmp_path/files``) and return the root.
+
+        Keys are relative paths; a key ending in ``/`` is a directory.  A value is an age
+        (``"8d"``), a size and age (``{"age": "8d", "size": "1MiB"}``), text
+        (``{"content": "..."}``), a symlink (``{"symlink": "target"}``) or None (new).
+        """
+        base = Path(root) if root is not None else self._tmp_path / "files"
+        return build_tree(base, tree, self._clock.timestamp())
 
 
-@contextlib.contextmanager
-def _clock_in_context(clock: Clock) -> Iterator[None]:
-    if not clock.frozen:
-        yield
-        return
-    original = TaskContext.now
+class HttpFixture:
+    """HTTP servers on 127.0.0.1 answering from a script; stopped after the test."""
 
-    def now(ctx: TaskContext) -> datetime:
-        return clock.now()
+    def __init__(self, tmp_path: Path) -> None:
+        self._tmp_path = tmp_path
+        self.servers: list[LoopbackServer] = []
 
-    TaskContext.now = now  # type: ignore[method-assign,assignment]
-    try:
-        yield
-    finally:
-        TaskContext.now = original  # type: ignore[method-assign]
+    def __call__(self, routes: Mapping[str, RouteSpec] | None = None) -> LoopbackServer:
+        """Start a server: ``toilbox_http({"/health": 200, "/flaky": [503, "ok"]})``.
 
-
-def _read_events(path: Path) -> list[dict[str, Any]]:
-    events = []
-    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
-        with contextlib.suppress(ValueError):
-            event = json.loads(line)
-            if isinstance(event, dict) and "event" in event:
-                events.append(event)
-    return events
-
-
-# -- file trees ---------------------------------------------------------------------------
-
-
-def build_tree(root: Path, tree: Mapping[str, Any], now: float) -> Path:
-    """Make ``tree`` under ``root``.
-
-    Keys are relative paths; a key ending in ``/`` is a directory.  A value is an age
-    (``"8d"``), a size and age (``{"age": "8d", "size": "1MiB"}``), text content
-    (``{"content": "..."}``), a symlink (``{"symlink": "target"}``) or None (new, empty).
-    Directories get their ages after their contents are made.
-    """
-    root.mkdir(parents=True, exist_ok=True)
-    dir_ages: list[tuple[Path, float]] = []
-    for name, spec in tree.items():
-        path = root / name
-        options = spec if isinstance(spec, Mapping) else {"age": spec}
-        age = parse_duration(options["age"]) if options.get("age") is not None else 0.0
-        if name.endswith("/"):
-            path.mkdir(parents=True, exist_ok=True)
-            dir_ages.append((path, age))
-            continue
-        path.parent.mkdir(parents=True, exist_ok=True)
-        if "symlink" in options:
-            path.symlink_to(options["symlink"])
-            continue
-        if "content" in options:
-            path.write_text(options["content"])
-        else:
-            with path.open("wb") as out:
-                size = parse_size(options.get("size", 0))
-                if size:
-                    out.truncate(size)  # sparse: sizes are what the cleanups count
-        os.utime(path, (now - age, now - age))
-    for path, age in sorted(dir_ages, key=lambda item: -len(item[0].parts)):
-        os.utime(path, (now - age, now - age))
-    return root
-
-
-def snapshot(root: Path, exclude: Sequence[Path] = ()) -> dict[str, tuple[str, int, int]]:
-    """Every path under ``root``: its type, size and mtime (ns); symlinks not followed.
-
-    A directory's own mtime is left out: its entries coming and going show anyway."""
-    out: dict[str, tuple[str, int, int]] = {}
-    skip = {p.resolve() for p in exclude}
-    for dirpath, dirnames, filenames in os.walk(root):
-        here = Path(dirpath)
-        dirnames[:] = [d for d in dirnames if (here / d).resolve() not in skip]
-        for name in [*dirnames, *filenames]:
-            path = here / name
-            st = path.lstat()
-            kind = "link" if path.is_symlink() else "dir" if path.is_dir() else "file"
-            size, mtime = (0, 0) if kind == "dir" else (st.st_size, st.st_mtime_ns)
-            out[str(path.relative_to(root))] = (kind, size, mtime)
-    return out
-
-
-# -- loopback HTTP ------------------------------------------------------------------------
-
-
-@dataclass
-class Response:
-    """A scripted answer: status, body, headers, and an optional delay before it."""
-
-    status: int = 200
-    body: str | bytes = ""
-    headers: dict[str, str] = field(default_factory=dict)
-    delay: float = 0.0
-
-
-RouteSpec = Response | int | str | Sequence[Response | int | str]
-
-
-def _responses(spec: RouteSpec) -> list[dict[str, Any]]:
-    items = list(spec) if isinstance(spec, list | tuple) else [spec]
-    out = []
-    for item in items:
-        response = (
-            item
-            if isinstance(item, Response)
-            else Response(status=item)
-            if isinstance(item, int)
-            else Response(body=str(item))
-        )
-        body = response.body.encode() if isinstance(response.body, str) else response.body
-        out.append(
-            {
-                "status": response.status,
-                "body": body.decode("latin-1"),
-                "headers": response.headers,
-                "delay": response.delay,
-            }
-        )
-    return out
-
-
-class LoopbackServer:
-    """HTTP on 127.0.0.1, in a process of its own, answering from a script.
-
-    ``routes`` maps a path to a response, or to a list of them given in turn (the last one
-    repeats).  A response is a ``Response``, a status code or a body.  Unknown paths get
-    404.  ``script(path, ...)`` changes a route while it runs; ``requests`` lists what
-    was asked (method, path, headers, body).
-    """
-
-    def __init__(self, directory: Path, routes: Mapping[str, RouteSpec]) -> None:
-        self._script = directory / "http-script.json"
-        self._log = directory / "http-requests.jsonl"
-        self._routes: dict[str, list[dict[str, Any]]] = {}
-        for path, spec in routes.items():
-            self._routes[path] = _responses(spec)
-        self._write_script()
-        self._log.write_text("")
-        listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        listener.bind(("127.0.0.1", 0))
-        listener.listen(64)
-        self.port: int = listener.getsockname()[1]
-        self._pid = _serve_in_child(listener, self._script, self._log)
-        listener.close()
-
-    @property
-    def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def url(self, path: str = "/") -> str:
-        return self.base_url + path
-
-    def script(self, path: str, *responses: Response | int | str) -> None:
-        self._routes[path] = _responses(list(responses))
-        self._write_script()
-
-    @property
-    def requests(self) -> list[dict[str, Any]]:
-        lines = self._log.read_text().splitlines()
-        return [json.loads(line) for line in lines if line]
+        A route maps a path to a Response, a status code, a body, or a list of them given
+        in turn (the last one repeats).  See LoopbackServer for what it gives.
+        """
+        directory = self._tmp_path / HARNESS_DIR / f"http-{len(self.servers)}"
+        directory.mkdir(parents=True, exist_ok=True)
+        server = LoopbackServer(directory, routes or {})
+        self.servers.append(server)
+        return server
 
     def close(self) -> None:
-        if self._pid:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(self._pid, signal.SIGKILL)
-            with contextlib.suppress(ChildProcessError):
-                os.waitpid(self._pid, 0)
-            self._pid = 0
-
-    def _write_script(self) -> None:
-        temporary = self._script.with_suffix(".tmp")
-        temporary.write_text(json.dumps({"version": time.time_ns(), "routes": self._routes}))
-        temporary.replace(self._script)
+        for server in self.servers:
+            server.close()
 
 
-def _serve_in_child(listener: socket.socket, script: Path, log: Path) -> int:
-    """Fork a server on ``listener``; a process of its own, so a test's runs (which fork)
-    never share a process with its threads."""
-    for stream in (sys.stdout, sys.stderr):
-        stream.flush()
-    pid = os.fork()
-    if pid:
-        return pid
-    try:  # pragma: no cover - the server process
-        _serve(listener, script, log)
-    finally:
-        os._exit(0)
+class ContextFixture:
+    """TaskContexts to call a task function directly, in the test's own process (no child
+    process, no timeout): ``task_type.fn(toilbox_context(dry_run=True), params)``."""
+
+    def __init__(self, tmp_path: Path, clock: Clock, log: LogCapture) -> None:
+        self._tmp_path = tmp_path
+        self._clock = clock
+        self._log = log
+
+    def __call__(self, task: str = TASK, **fields: Any) -> TaskContext:
+        """A TaskContext for ``task``; ``fields`` set any of its fields.  Its ``log`` lands
+        in ``toilbox_log``, ``now()`` reads ``toilbox_clock``, ``state_dir`` is made under
+        ``tmp_path/.toilbox`` and ``config_dir`` is ``tmp_path``."""
+        state_dir = self._tmp_path / HARNESS_DIR / "state" / "tasks" / task
+        state_dir.mkdir(parents=True, exist_ok=True)
+        values: dict[str, Any] = {
+            "task": task,
+            "run_id": "test-run",
+            "attempt": 1,
+            "dry_run": False,
+            "log": self._log.logger(task=task),
+            "state_dir": state_dir,
+            "clock": self._clock.now,
+            "config_dir": self._tmp_path,
+            **fields,
+        }
+        return TaskContext(**values)
 
 
-def _serve(listener: socket.socket, script: Path, log: Path) -> None:  # pragma: no cover
-    from socketserver import ThreadingMixIn
+class ContractFixture:
+    """What every task type owes its users, checked in one call."""
 
-    served: dict[str, int] = {}
-    seen_version = [0]
+    def __init__(self, harness: Harness, tmp_path: Path) -> None:
+        self._harness = harness
+        self._tmp_path = tmp_path
 
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
+    def __call__(
+        self,
+        type_name: str,
+        params: Mapping[str, Any] | None = None,
+        *,
+        failing: Mapping[str, Any] | None = None,
+        plugin_dirs: Sequence[str | os.PathLike[str]] = (),
+    ) -> TaskRun:
+        """Raise AssertionError listing each breach; return the dry run.
 
-        def _answer(self) -> None:
-            length = int(self.headers.get("Content-Length") or 0)
-            body = self.rfile.read(length) if length else b""
-            with log.open("a") as out:
-                out.write(
-                    json.dumps(
-                        {
-                            "method": self.command,
-                            "path": self.path,
-                            "headers": dict(self.headers.items()),
-                            "body": body.decode("utf-8", errors="replace"),
-                        }
-                    )
-                    + "\n"
-                )
-            current = json.loads(script.read_text())
-            if current["version"] != seen_version[0]:
-                seen_version[0] = current["version"]
-                served.clear()
-            route = self.path.split("?", 1)[0]
-            responses = current["routes"].get(self.path) or current["routes"].get(route)
-            if not responses:
-                answer: dict[str, Any] = {
-                    "status": 404,
-                    "body": "no such route",
-                    "headers": {},
-                    "delay": 0,
-                }
-            else:
-                index = served.get(route, 0)
-                served[route] = index + 1
-                answer = responses[min(index, len(responses) - 1)]
-            if answer["delay"]:
-                time.sleep(answer["delay"])
-            payload = answer["body"].encode("latin-1")
-            self.send_response(answer["status"])
-            for key, value in answer["headers"].items():
-                self.send_header(key, value)
-            self.send_header("Content-Length", str(len(payload)))
-            self.end_headers()
-            if self.command != "HEAD":
-                self.wfile.write(payload)
-
-        do_GET = do_POST = do_PUT = do_DELETE = do_HEAD = do_PATCH = _answer  # noqa: N815
-
-        def log_message(self, format: str, *args: Any) -> None:
-            pass
-
-    class Server(ThreadingMixIn, HTTPServer):
-        daemon_threads = True
-
-    server = Server(("127.0.0.1", 0), Handler, bind_and_activate=False)
-    server.socket.close()
-    server.socket = listener
-    server.serve_forever()
-
-
-# -- the contract -------------------------------------------------------------------------
-
-
-def check_contract(
-    harness: Harness,
-    tmp_path: Path,
-    type_name: str,
-    params: Mapping[str, Any] | None = None,
-    *,
-    failing: Mapping[str, Any] | None = None,
-    plugin_dirs: Sequence[str | os.PathLike[str]] = (),
-) -> TaskRun:
-    """Check what every task type owes its users; raise AssertionError listing what fails.
-
-    - it is registered with a ``<kind>.<name>`` name, a description and a params model
-      that forbids unknown keys (so a typo in a config fails at load, not at 3 am) and has
-      a JSON Schema (editors and ``toilbox schema`` use it);
-    - ``params`` validate, and a dry run with them returns a Result (not an error) whose
-      data and metrics survive JSON, and changes nothing under the test's tmp_path;
-    - with ``failing`` params, the task raises ``toilbox.TaskFailed``: it fails once,
-      and is not retried (a retry policy of 3 attempts is set to prove it).
-    Returns the dry run.
-    """
-    from toilbox import plugins
-
-    problems: list[str] = []
-    host = plugins.load(Path(d).absolute() for d in plugin_dirs)
-    task_type = host.task_types.get(type_name)
-    if task_type is None:
-        raise AssertionError(host.explain_unknown(type_name))
-    if not task_type.description:
-        problems.append("no description: give the task function a docstring")
-    if task_type.params.model_config.get("extra") != "forbid":
-        problems.append(
-            'the params model accepts unknown keys: set model_config = ConfigDict(extra="forbid")'
+        The type is registered with a description and a params model that forbids unknown
+        keys, has a JSON Schema and no default left unparsed (``max_age: ExplicitDuration
+        = "26h"`` stays a string: pydantic does not validate defaults); ``params``
+        validate, and a dry run with them returns a Result whose data and metrics survive
+        JSON and changes nothing under ``tmp_path``;
+        with ``failing`` params, the task raises ``toilbox.TaskFailed`` and is not retried.
+        """
+        return check_contract(
+            self._harness,
+            self._tmp_path,
+            type_name,
+            params,
+            failing=failing,
+            plugin_dirs=plugin_dirs,
         )
-    try:
-        json.dumps(task_type.params.model_json_schema())
-    except Exception as exc:
-        problems.append(f"the params model has no JSON Schema: {exc}")
-    task_type.params.model_validate(dict(_plain(params or {})))
-
-    before = snapshot(tmp_path, exclude=[harness.root])
-    ran = harness.run(type_name, params, dry_run=True, plugin_dirs=plugin_dirs)
-    after = snapshot(tmp_path, exclude=[harness.root])
-    if ran.failed:
-        problems.append(f"a dry run did not return a Result: {ran.error}")
-    else:
-        json.loads(json.dumps({"data": ran.data, "metrics": ran.record.metrics}))
-    if before != after:
-        changed = sorted(set(before.items()) ^ set(after.items()))
-        paths = sorted({path for path, _ in changed})
-        problems.append(f"a dry run changed files: {', '.join(paths[:10])}")
-
-    if failing is not None:
-        failed = harness.run(type_name, failing, attempts=3, plugin_dirs=plugin_dirs)
-        kind = (failed.error or {}).get("type")
-        if kind != "failed":
-            problems.append(
-                f"with the failing params the task ended {failed.status.label}"
-                f" ({kind or 'no error'}), not with toilbox.TaskFailed: raise TaskFailed"
-                " when retrying cannot help"
-            )
-        elif failed.attempts != 1:
-            problems.append(f"TaskFailed was retried: {failed.attempts} attempts")
-    if problems:
-        raise AssertionError(f"{type_name} breaks the plugin contract:\n- " + "\n- ".join(problems))
-    return ran
-
-
-# -- fixtures -----------------------------------------------------------------------------
 
 
 @pytest.fixture
@@ -650,114 +239,39 @@ def toilbox_harness(tmp_path: Path, toilbox_clock: Clock, toilbox_log: LogCaptur
 
 @pytest.fixture
 def toilbox_run(toilbox_harness: Harness) -> Callable[..., TaskRun]:
-    """``toilbox_run(type, params, dry_run=False, force=False, timeout="30s",
-    plugin_dirs=())``: one run through the real runner, without retries; a TaskRun."""
+    """One run of a task type through the real runner, without retries: Harness.run."""
     return toilbox_harness.run
-
-
-class CliFixture:
-    """``toilbox_cli(*args)`` runs ``toilbox ARGS``; ``.run(type, params)`` runs a type."""
-
-    def __init__(self, harness: Harness) -> None:
-        self.harness = harness
-
-    def __call__(self, *args: str, env: Mapping[str, str] | None = None) -> CliRun:
-        return self.harness.cli(*args, env=env)
-
-    def config(self, tasks: Mapping[str, Mapping[str, Any]], **options: Any) -> Path:
-        return self.harness.config(tasks, **options)
-
-    def run(
-        self,
-        type_name: str,
-        params: Mapping[str, Any] | None = None,
-        *args: str,
-        plugin_dirs: Sequence[str | os.PathLike[str]] = (),
-        env: Mapping[str, str] | None = None,
-    ) -> CliRun:
-        """``toilbox run`` of a one-task config, ``--json`` (``.json`` reads the output)."""
-        config = self.harness.config(
-            {TASK: {"uses": type_name, "with": dict(params or {})}}, plugin_dirs=plugin_dirs
-        )
-        return self.harness.cli("-c", str(config), "run", TASK, "--json", *args, env=env)
 
 
 @pytest.fixture
 def toilbox_cli(toilbox_harness: Harness) -> CliFixture:
-    """Real ``toilbox`` processes: ``toilbox_cli("plugins", "--json")``,
-    ``toilbox_cli.run("check.x", {...}, "--dry-run")``.  The clock is not frozen there."""
+    """Real ``toilbox`` processes: a CliFixture."""
     return CliFixture(toilbox_harness)
 
 
 @pytest.fixture
-def toilbox_files(tmp_path: Path, toilbox_clock: Clock) -> Callable[..., Path]:
-    """``toilbox_files({"old.log": "8d", "big.bin": {"size": "1MiB", "age": "1h"},
-    "empty/": None}, root=None)``: the tree, made under ``tmp_path/files`` by default;
-    ages count back from ``toilbox_clock``."""
-
-    def make(tree: Mapping[str, Any], root: str | os.PathLike[str] | None = None) -> Path:
-        base = Path(root) if root is not None else tmp_path / "files"
-        return build_tree(base, tree, toilbox_clock.timestamp())
-
-    return make
+def toilbox_files(tmp_path: Path, toilbox_clock: Clock) -> FilesFixture:
+    """File trees with ages and sizes: a FilesFixture."""
+    return FilesFixture(tmp_path, toilbox_clock)
 
 
 @pytest.fixture
-def toilbox_http(tmp_path: Path) -> Iterator[Callable[..., LoopbackServer]]:
-    """``server = toilbox_http({"/health": 200, "/flaky": [503, "ok"]})``; ``server.url(...)``."""
-    servers: list[LoopbackServer] = []
-
-    def serve(routes: Mapping[str, RouteSpec] | None = None) -> LoopbackServer:
-        directory = tmp_path / HARNESS_DIR / f"http-{len(servers)}"
-        directory.mkdir(parents=True, exist_ok=True)
-        server = LoopbackServer(directory, routes or {})
-        servers.append(server)
-        return server
-
-    yield serve
-    for server in servers:
-        server.close()
+def toilbox_http(tmp_path: Path) -> Iterator[HttpFixture]:
+    """Scripted HTTP servers on 127.0.0.1: an HttpFixture."""
+    servers = HttpFixture(tmp_path)
+    yield servers
+    servers.close()
 
 
 @pytest.fixture
 def toilbox_context(
     tmp_path: Path, toilbox_clock: Clock, toilbox_log: LogCapture
-) -> Callable[..., TaskContext]:
-    """``ctx = toilbox_context(dry_run=True)``: a TaskContext to call a task function
-    directly, in the test's own process (no isolation, no timeout); its log lands in
-    ``toilbox_log`` and its clock is ``toilbox_clock``."""
-
-    def make(task: str = TASK, **overrides: Any) -> TaskContext:
-        state_dir = tmp_path / HARNESS_DIR / "state" / "tasks" / task
-        state_dir.mkdir(parents=True, exist_ok=True)
-        values: dict[str, Any] = {
-            "task": task,
-            "run_id": "test-run",
-            "attempt": 1,
-            "dry_run": False,
-            "log": toilbox_log.logger(task=task),
-            "state_dir": state_dir,
-            "clock": toilbox_clock.now,
-            **overrides,
-        }
-        return TaskContext(**values)
-
-    return make
+) -> ContextFixture:
+    """TaskContexts for direct calls: a ContextFixture."""
+    return ContextFixture(tmp_path, toilbox_clock, toilbox_log)
 
 
 @pytest.fixture
-def toilbox_contract(toilbox_harness: Harness, tmp_path: Path) -> Callable[..., TaskRun]:
-    """``toilbox_contract(type, params, failing=None, plugin_dirs=())``: see check_contract."""
-
-    def check(
-        type_name: str,
-        params: Mapping[str, Any] | None = None,
-        *,
-        failing: Mapping[str, Any] | None = None,
-        plugin_dirs: Sequence[str | os.PathLike[str]] = (),
-    ) -> TaskRun:
-        return check_contract(
-            toilbox_harness, tmp_path, type_name, params, failing=failing, plugin_dirs=plugin_dirs
-        )
-
-    return check
+def toilbox_contract(toilbox_harness: Harness, tmp_path: Path) -> ContractFixture:
+    """The plugin contract check: a ContractFixture."""
+    return ContractFixture(toilbox_harness, tmp_path)

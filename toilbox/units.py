@@ -1,14 +1,18 @@
-"""Config value types: durations, sizes and percentages, as pydantic-ready annotations.
+"""Config value types: durations, sizes, percentages and paths, as pydantic-ready annotations.
 
-Each parser raises ValueError with the message users see after ``file:line: key:``.
+Use them in a task type's params model; each reads a config value the way the rest of
+toilbox does.  Each parser raises ValueError with the message users see after
+``file:line: key:``.
 """
 
 from __future__ import annotations
 
+import os
 import re
+from pathlib import Path
 from typing import Annotated, Any
 
-from pydantic import BeforeValidator, PlainSerializer, WithJsonSchema
+from pydantic import BeforeValidator, PlainSerializer, ValidationInfo, WithJsonSchema
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)?\s*$")
 _DURATION_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800, None: 1}
@@ -36,6 +40,39 @@ def parse_duration(value: Any) -> float:
     return float(match[1]) * _DURATION_UNITS[match[2]]
 
 
+def parse_explicit_duration(value: Any) -> float:
+    """As parse_duration, but a bare number is refused: ``30`` could mean seconds or days."""
+    bare = isinstance(value, int | float) and not isinstance(value, bool)
+    match = _DURATION.match(value) if isinstance(value, str) else None
+    if bare or (match and match[2] is None):
+        number = f"{value:g}" if bare else match[1] if match else value
+        raise ValueError(
+            f"a duration needs a unit here ({number} could mean seconds or days):"
+            f" write {number}d, {number}h, {number}m or {number}s"
+        )
+    return parse_duration(value)
+
+
+def config_path(value: Any, info: ValidationInfo) -> Any:
+    """A path from the config: ``~`` expanded, and a relative path read from the config
+    file's directory (the validation context's ``config_dir``), not from wherever toilbox
+    happens to be started.  Without a ``config_dir`` (a path given on the command line)
+    a relative path stays relative to the current directory."""
+    if not isinstance(value, str | os.PathLike):
+        return value  # pydantic's own Path validation reports the wrong type
+    text = os.fspath(value)
+    if not text:
+        raise ValueError("expected a path, got an empty string")
+    if "\0" in str(text):
+        raise ValueError("a path cannot contain a NUL byte")
+    path = Path(text).expanduser()
+    context = info.context if isinstance(info.context, dict) else {}
+    base = context.get("config_dir")
+    if base is not None and not path.is_absolute():
+        path = Path(base) / path
+    return str(path)  # a string: pydantic's Path validation takes no Path from JSON
+
+
 def parse_size(value: Any) -> int:
     """``500MB`` (powers of 1000), ``2GiB`` (powers of 1024); a bare number is bytes."""
     if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
@@ -55,6 +92,7 @@ def parse_percent(value: Any) -> float:
 
 
 def format_duration(seconds: float) -> str:
+    """Seconds as the config writes them: ``7d``, ``26h``, ``90s``, ``0.25s``."""
     for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
         if seconds >= size and seconds % size == 0:
             return f"{int(seconds // size)}{unit}"
@@ -62,6 +100,7 @@ def format_duration(seconds: float) -> str:
 
 
 def format_size(size: float) -> str:
+    """Bytes for people, in powers of 1024: ``512 B``, ``1.5 MiB``, ``2.0 GiB``."""
     for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
         if abs(size) < 1024 or unit == "TiB":
             return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
@@ -75,7 +114,23 @@ Duration = Annotated[
     PlainSerializer(format_duration),
     WithJsonSchema({"type": ["string", "number"], "pattern": _DURATION.pattern}),
 ]
-"""Seconds, written ``30s``, ``10m``, ``2h`` or ``7d`` in the config."""
+"""Seconds, written ``30s``, ``10m``, ``2h`` or ``7d`` in the config; a bare number is seconds."""
+
+ExplicitDuration = Annotated[
+    float,
+    BeforeValidator(parse_explicit_duration),
+    PlainSerializer(format_duration),
+    WithJsonSchema({"type": "string", "pattern": r"^\s*\d+(?:\.\d+)?\s*(ms|s|m|h|d|w)\s*$"}),
+]
+"""Seconds, written with a unit (``30d``, ``12h``); a bare number is refused.
+
+Use it for thresholds that are not naturally seconds (days before a certificate
+expires, the age of a backup), where ``warning: 30`` would silently mean 30 seconds.
+"""
+
+ConfigPath = Annotated[Path, BeforeValidator(config_path)]
+"""A ``pathlib.Path``; ``~`` is expanded and a relative path is read from the config
+file's directory, as ``state_dir`` and ``plugin_dirs`` are (``ctx.config_dir``)."""
 
 Size = Annotated[
     int,

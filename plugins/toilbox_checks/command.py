@@ -8,9 +8,10 @@ import signal
 import subprocess
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 import toilbox
+from toilbox.units import ConfigPath, config_path
 from toilbox_checks.perfdata import parse_perfdata, split_output
 
 CAPTURE_LIMIT = 64 * 1024
@@ -28,7 +29,7 @@ class Params(BaseModel):
 
     command: list[str] = Field(min_length=1, description="argv: the program, then its arguments")
     env: dict[str, str] = Field(default_factory=dict, description="added to the environment")
-    cwd: str | None = None
+    cwd: ConfigPath | None = None
 
     @field_validator("command", mode="before")
     @classmethod
@@ -42,9 +43,12 @@ class Params(BaseModel):
 
     @field_validator("command")
     @classmethod
-    def _program_named(cls, value: list[str]) -> list[str]:
+    def _program_named(cls, value: list[str], info: ValidationInfo) -> list[str]:
         if not value[0]:
             raise ValueError("the first item (the program) is empty")
+        if "/" in value[0]:
+            # ./bin/check_x is read from the config's directory; a bare name is looked up in PATH.
+            value = [str(config_path(value[0], info)), *value[1:]]
         return value
 
 
@@ -96,7 +100,7 @@ def run(ctx: toilbox.TaskContext, params: Params) -> toilbox.Result:
 
 
 def _spawn_error(params: Params, exc: OSError) -> str:
-    if params.cwd is not None and exc.filename == params.cwd:
+    if params.cwd is not None and exc.filename in (params.cwd, str(params.cwd)):
         return f"cannot use working directory {params.cwd}: {exc.strerror}"
     return f"cannot run {params.command[0]}: {exc.strerror or exc}"
 

@@ -10,7 +10,7 @@ from typing import Annotated, Any
 from pydantic import BaseModel, ConfigDict, Field, PlainSerializer, PlainValidator, WithJsonSchema
 
 import toilbox
-from toilbox.units import Percent, format_size, parse_percent, parse_size
+from toilbox.units import ConfigPath, Percent, format_size, parse_percent, parse_size
 
 _BARE_NUMBER = re.compile(r"^\s*\d+(?:\.\d+)?\s*$")
 
@@ -59,7 +59,7 @@ class Params(BaseModel):
     model_config = ConfigDict(extra="forbid", defer_build=True)
 
     # Defaults are written as in the config, so the JSON Schema shows them that way.
-    path: str = "/"
+    path: ConfigPath = Field(default="/", validate_default=True)
     warning: DiskThreshold = Field(default="80%", validate_default=True)
     critical: DiskThreshold = Field(default="90%", validate_default=True)
     inodes_warning: Percent | None = Field(default="80%", validate_default=True)
@@ -90,9 +90,14 @@ def run(ctx: toilbox.TaskContext, params: Params) -> toilbox.Result:
             round(used_pct, 2), "%", params.warning.used_pct, params.critical.used_pct, 0, 100
         ),
         "used_bytes": toilbox.Metric(used, "B", min=0, max=size),
-        # Nagios range "N:" alerts below N, which is what a free-size threshold means.
-        "free_bytes": toilbox.Metric(
-            free, "B", _below(params.warning), _below(params.critical), 0, size
+        # A free-size threshold alerts below it (the Nagios range "N:").
+        "free_bytes": toilbox.Metric.below(
+            free,
+            "B",
+            warn=params.warning.free_bytes,
+            crit=params.critical.free_bytes,
+            min=0,
+            max=size,
         ),
         "size_bytes": toilbox.Metric(size, "B", min=0),
     }
@@ -104,13 +109,13 @@ def run(ctx: toilbox.TaskContext, params: Params) -> toilbox.Result:
             critical=_at_least(inodes_pct, params.inodes_critical),
             warning=_at_least(inodes_pct, params.inodes_warning),
         )
-        status = max(status, inodes)
+        status = toilbox.worst(status, inodes)
         summary += f"; inodes {inodes_pct:.0f}% used"
         metrics["inodes_used_pct"] = toilbox.Metric(
             round(inodes_pct, 2), "%", params.inodes_warning, params.inodes_critical, 0, 100
         )
-    ctx.log.debug("disk.measured", path=params.path, used_pct=used_pct, free_bytes=free)
-    return toilbox.Result(status, summary, metrics, data={"path": params.path})
+    ctx.log.debug("disk.measured", path=str(params.path), used_pct=used_pct, free_bytes=free)
+    return toilbox.Result(status, summary, metrics, data={"path": str(params.path)})
 
 
 def _level(*, critical: bool, warning: bool) -> toilbox.Status:
@@ -122,6 +127,3 @@ def _level(*, critical: bool, warning: bool) -> toilbox.Status:
 def _at_least(value: float, threshold: float | None) -> bool:
     return threshold is not None and value >= threshold
 
-
-def _below(threshold: Threshold) -> str | None:
-    return None if threshold.free_bytes is None else f"{threshold.free_bytes}:"

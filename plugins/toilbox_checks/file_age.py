@@ -7,10 +7,10 @@ import stat
 from datetime import UTC, datetime
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 import toilbox
-from toilbox.units import Duration, format_duration, format_size
+from toilbox.units import ConfigPath, ExplicitDuration, format_duration, format_size
 from toilbox_checks.levels import age, at_least, check_order, level
 
 
@@ -18,18 +18,11 @@ class Params(BaseModel):
     # Built on first use: start-up pays only for the task types a config uses.
     model_config = ConfigDict(extra="forbid", defer_build=True)
 
-    path: str = Field(description="absolute glob, like /backups/*.tar.gz; ** spans directories")
-    warning: Duration | None = Field(default=None, description="age of the newest file that warns")
-    critical: Duration | None = Field(default=None, description="age that is critical")
-
-    @field_validator("path")
-    @classmethod
-    def _absolute(cls, value: str) -> str:
-        if not Path(value).expanduser().is_absolute():
-            raise ValueError(
-                f'expected an absolute path or glob like /backups/*.tar.gz, got "{value}"'
-            )
-        return value
+    # A relative glob is read from the config file's directory, not the current one.
+    path: ConfigPath = Field(description="a glob, like /backups/*.tar.gz; ** spans directories")
+    # A unit is required: "warning: 26" would otherwise be 26 seconds, not hours or days.
+    warning: ExplicitDuration | None = Field(default=None, description="age that warns (26h)")
+    critical: ExplicitDuration | None = Field(default=None, description="age that is critical")
 
     @model_validator(mode="after")
     def _thresholds(self) -> Params:
@@ -41,7 +34,7 @@ class Params(BaseModel):
 
 def run(ctx: toilbox.TaskContext, params: Params) -> toilbox.Result:
     """Find the newest regular file matching the glob; check its age and that it is not empty."""
-    pattern = str(Path(params.path).expanduser())
+    pattern = str(params.path)
     count = 0
     newest: tuple[float, str, int] | None = None
     for path in glob.iglob(pattern, recursive=True):  # noqa: PTH207 -- Path.glob is relative only
@@ -58,9 +51,9 @@ def run(ctx: toilbox.TaskContext, params: Params) -> toilbox.Result:
     if newest is None:
         return toilbox.Result(
             toilbox.Status.CRITICAL,
-            f"no file matches {params.path}",
+            f"no file matches {pattern}",
             {"files": toilbox.Metric(0, "", min=0)},
-            data={"path": params.path, "files": 0},
+            data={"path": pattern, "files": 0},
         )
 
     mtime, path, size = newest
@@ -74,16 +67,16 @@ def run(ctx: toilbox.TaskContext, params: Params) -> toilbox.Result:
         limit = params.critical if status is toilbox.Status.CRITICAL else params.warning
         problems.append(f"older than the {status.label} threshold of {format_duration(limit or 0)}")
     if size == 0:
-        status = toilbox.Status.CRITICAL
+        status = toilbox.worst(status, toilbox.Status.CRITICAL)
         problems.append("it is empty")
 
     of = f" (newest of {count})" if count > 1 else ""
     summary = f"{path}{of} is {age(seconds)} old, {format_size(size)}"
     metrics: dict[str, toilbox.Metric | float] = {
         "age": toilbox.Metric(round(seconds, 3), "s", params.warning, params.critical, 0),
-        "size_bytes": toilbox.Metric(size, "B", crit="1:", min=0),
+        "size_bytes": toilbox.Metric.below(size, "B", crit=1, min=0),  # empty is critical
         "files": toilbox.Metric(count, "", min=0),
     }
-    data = {"path": params.path, "newest": path, "modified": modified.isoformat(), "files": count}
+    data = {"path": pattern, "newest": path, "modified": modified.isoformat(), "files": count}
     ctx.log.debug("file_age.measured", newest=path, age_s=seconds, size=size, files=count)
     return toilbox.Result(status, "; ".join([summary, *problems]), metrics, data)

@@ -24,7 +24,7 @@ from pydantic import (
 )
 
 import toilbox
-from toilbox.units import Duration, format_duration
+from toilbox.units import ConfigPath, Duration, format_duration
 from toilbox_checks.levels import Regex, at_least, check_order, latency, level
 
 if TYPE_CHECKING:
@@ -93,7 +93,9 @@ class Params(BaseModel):
     headers: dict[str, str] = Field(default_factory=dict)
     follow_redirects: bool = True
     verify_tls: bool = True
-    ca_file: str | None = Field(default=None, description="PEM CA bundle instead of the system's")
+    ca_file: ConfigPath | None = Field(
+        default=None, description="PEM CA bundle instead of the system's"
+    )
 
     @field_validator("url")
     @classmethod

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 import toilbox
-from toilbox.units import Size, format_size
+from toilbox.units import ConfigPath, Size, format_size
 from toilbox_checks.levels import Regex, at_least, level
 
 if TYPE_CHECKING:
@@ -27,7 +27,7 @@ class Params(BaseModel):
 
     name: str | None = Field(default=None, description="process name, as ps -e shows it")
     cmdline: Regex | None = Field(default=None, description="regex searched in the command line")
-    pidfile: str | None = Field(default=None, description="file holding the pid")
+    pidfile: ConfigPath | None = Field(default=None, description="file holding the pid")
     min: int = Field(default=1, ge=0, description="fewer matching processes is CRITICAL")
     max: int | None = Field(default=None, ge=0, description="more matching processes is CRITICAL")
     rss_warning: Size | None = Field(default=None, description="total RSS that warns")
@@ -110,14 +110,14 @@ def _described(params: Params) -> str:
     return " and ".join(parts)
 
 
-def _read_pidfile(path: str) -> tuple[int | None, str | None, bool]:
+def _read_pidfile(path: Path) -> tuple[int | None, str | None, bool]:
     """The pid in a pidfile, or why there is none, and whether that is because it is missing.
 
     A missing pidfile means no process (as a daemon removes its pidfile when it stops);
     one that cannot be read, or holds no pid, is a problem in itself.
     """
     try:
-        text = Path(path).read_text(errors="replace").strip()
+        text = path.read_text(errors="replace").strip()
     except FileNotFoundError:
         return None, f"{path} does not exist", True
     except OSError as exc:

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 import toilbox
-from toilbox.units import Duration
+from toilbox.units import ConfigPath, Duration, ExplicitDuration
 from toilbox_checks.levels import age, check_order, endpoint, level
 from toilbox_checks.tcp import connect_error
 
@@ -35,14 +35,17 @@ class Params(BaseModel):
 
     host: str | None = Field(default=None, description="a TLS server to connect to")
     port: int = Field(default=443, ge=1, le=65535)
-    file: str | None = Field(default=None, description="a PEM file instead of a server")
+    file: ConfigPath | None = Field(default=None, description="a PEM file instead of a server")
     server_name: str | None = Field(
         default=None, description="name sent (SNI) and matched; default: host"
     )
-    warning: Duration = Field(default="30d", validate_default=True, description="time left")
-    critical: Duration = Field(default="7d", validate_default=True, description="time left")
+    # A unit is required: "warning: 30" would otherwise be 30 seconds, not 30 days.
+    warning: ExplicitDuration = Field(default="30d", validate_default=True, description="time left")
+    critical: ExplicitDuration = Field(default="7d", validate_default=True, description="time left")
     verify: bool = Field(default=True, description="check trust and name, not only the dates")
-    ca_file: str | None = Field(default=None, description="PEM CA bundle instead of the system's")
+    ca_file: ConfigPath | None = Field(
+        default=None, description="PEM CA bundle instead of the system's"
+    )
     timeout: Duration = Field(default="10s", validate_default=True, gt=0)
 
     @model_validator(mode="after")
@@ -64,11 +67,11 @@ def run(ctx: toilbox.TaskContext, params: Params) -> toilbox.Result:
     return _from_server(ctx, params, params.host or "")  # the validator wants host or file
 
 
-def _from_file(ctx: toilbox.TaskContext, params: Params, path: str) -> toilbox.Result:
+def _from_file(ctx: toilbox.TaskContext, params: Params, path: Path) -> toilbox.Result:
     from cryptography import x509
 
     try:
-        cert = x509.load_pem_x509_certificate(Path(path).read_bytes())
+        cert = x509.load_pem_x509_certificate(path.read_bytes())
     except OSError as exc:
         return _critical(f"cannot read {path}: {exc.strerror or exc}", params)
     except ValueError:
@@ -76,7 +79,7 @@ def _from_file(ctx: toilbox.TaskContext, params: Params, path: str) -> toilbox.R
     problems = []
     if params.server_name is not None and not _names_match(cert, params.server_name):
         problems.append(f"not valid for {params.server_name}")
-    return _verdict(ctx, params, cert, path, problems, verified=False)
+    return _verdict(ctx, params, cert, str(path), problems, verified=False)
 
 
 def _from_server(ctx: toilbox.TaskContext, params: Params, host: str) -> toilbox.Result:
@@ -157,14 +160,14 @@ def _verdict(
         problems.append(f"not valid before {not_before:%Y-%m-%d %H:%M} UTC")
     status = level(critical=left <= params.critical, warning=left <= params.warning)
     if problems:
-        status = toilbox.Status.CRITICAL
+        status = toilbox.worst(status, toilbox.Status.CRITICAL)
     subject = cert.subject.rfc4514_string() or "no subject"
     summary = "; ".join([f"certificate of {source} ({subject}) {when}", *problems])
     days = round(left / DAY, 2)
     metrics: dict[str, toilbox.Metric | float] = {
-        # Nagios range "N:" alerts below N: the time left runs down towards the thresholds.
-        "days_left": toilbox.Metric(
-            days, "d", f"{params.warning / DAY:g}:", f"{params.critical / DAY:g}:"
+        # The time left runs down towards the thresholds: alert below them.
+        "days_left": toilbox.Metric.below(
+            days, "d", warn=round(params.warning / DAY, 4), crit=round(params.critical / DAY, 4)
         ),
     }
     data: dict[str, Any] = {
@@ -184,7 +187,12 @@ def _critical(reason: str, params: Params) -> toilbox.Result:
     return toilbox.Result(
         toilbox.Status.CRITICAL,
         reason,
-        data={"host": params.host, "port": params.port, "file": params.file, "error": reason},
+        data={
+            "host": params.host,
+            "port": params.port,
+            "file": str(params.file) if params.file else None,
+            "error": reason,
+        },
     )
 
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
-from toilbox.units import Duration
+from toilbox.units import Duration, config_path
 
 
 class SummaryParams(BaseModel):
@@ -24,3 +24,10 @@ class SummaryParams(BaseModel):
     tasks: list[str] | None = Field(None, description="only these tasks (default: all)")
     host: str | None = Field(None, description="only this host's runs (default: the fleet)")
     title: str = Field("toilbox report", description="the report's heading")
+
+    @field_validator("to")
+    @classmethod
+    def _paths_from_the_config(cls, targets: list[str], info: ValidationInfo) -> list[str]:
+        # A relative file is read from the config's directory (from `toilbox report -o`,
+        # which has no config context, from the current one); "-" and URLs stay as given.
+        return [t if t == "-" or "://" in t else str(config_path(t, info)) for t in targets]

@@ -27,7 +27,8 @@ from toilbox_reports.params import SummaryParams
 FAILED = ("critical", "unknown")
 NOT_OK = ("warning", "critical", "unknown")
 NOT_RUNS = ("running", "skipped", "missed")
-SEVERITY = {"ok": 0, "warning": 1, "unknown": 2, "critical": 3}
+# The Nagios order (CRITICAL, WARNING, UNKNOWN, OK), as toilbox.worst() combines statuses.
+SEVERITY = {status.label: status.severity for status in toilbox.Status}
 MAX_FAILURES = 10
 EMAIL_SCHEMES = ("mailto", "mailtos")
 
