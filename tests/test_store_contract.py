@@ -199,6 +199,8 @@ def test_a_fleet_slot_is_not_claimed_before_the_database_says_it_is_due(store):
     assert early.outcome is Claim.EARLY
     assert 25 < early.early_s <= 30
     assert store.last_slot("t") is None, "an early claim leaves no trace"
+    assert store.claim_slot("t", soon, "s", "skipped") is False, "not even to skip it"
+    assert store.claim_slot("t", soon, "s", "me", "h1") is True, "a host's own slot is its own"
 
 
 def test_leases_renew_expire_and_move_once(backend):

@@ -228,7 +228,14 @@ def _allowed(app: App, task: Task, state: CheckState, record: RunRecord) -> bool
         return False
     settings = app.config.remediation
     max_hosts, share = settings.host_budget()
-    budget = Budget(plan.max, plan.per, settings.max_per_hour, max_hosts, share)
+    budget = Budget(
+        plan.max,
+        plan.per,
+        settings.max_per_hour,
+        max_hosts,
+        share,
+        fleet_check=state_host(app, task) == "",
+    )
     spent = store.take_remediation(task.name, app.host_id, record.run_id, budget)
     if spent:
         _open_circuit(app, task, state, record, spent)

@@ -96,6 +96,7 @@ class Daemon:
         self.held: set[str] = set()  # tasks whose fires the store could not take: catch up
         self._lock = threading.Lock()
         self.upkeep: Any = None
+        self._warned_clock = -1e9
         self._exit = contextlib.ExitStack()
         self.heartbeat = time.monotonic()
         self.metrics = DaemonMetrics(lambda: len(self.running))
@@ -426,10 +427,21 @@ class Daemon:
                 )
                 retry.daemon = True
                 retry.start()
-                log.info("slot.early", task=task.name, scheduled_for=iso(slot),
-                         early_ms=round(claim.early_s * 1000, 3))
+                self._clock_ahead(task, slot, claim.early_s)
                 return []
         return []
+
+    def _clock_ahead(self, task: Task, slot: datetime, early_s: float) -> None:
+        log.debug("slot.early", task=task.name, scheduled_for=iso(slot),
+                  early_ms=round(early_s * 1000, 3))
+        now = time.monotonic()
+        if early_s > 0.5 and now - self._warned_clock > 600:
+            self._warned_clock = now
+            log.warning(
+                "clock.ahead_of_store",
+                ahead_s=round(early_s, 3),
+                hint="fleet slots are claimed on the database's clock; sync this host (NTP)",
+            )
 
     def _retry_early(self, app: App, task: Task, slots: list[datetime], trigger: str) -> None:
         if self.app is not app or self.stop_attempts.is_set():
@@ -546,10 +558,18 @@ class Daemon:
                 f"abandoned: {lease.holder} stopped renewing its lease; taken over by"
                 f" {app.host_id}",
             )
+        # A slot whose run had ended (its owner died while fixing what it found, say)
+        # has its verdict: it is not run again.
+        ended = lease.scheduled_for is not None and any(
+            r.status not in ("running", "skipped", "missed") and r.run_id not in
+            {x.run_id for x in in_flight}
+            for r in store.slot_runs(task.name, lease.scheduled_for)
+        )
         rerun = (
             lease.trigger in FLEET_TRIGGERS_TAKEN_OVER
             and task.type.kind in FLEET_KINDS_TAKEN_OVER
             and lease.scheduled_for is not None
+            and not ended
             and (not in_flight or taken.attempt <= task.retry.attempts)
         )
         log.warning(

@@ -75,7 +75,11 @@ def run_task(
         contextlib.nullcontext()
         if leased
         else store.hold(
-            name, f'task "{name}"', purpose, scope=app.scope_of(task), lease_s=_lock_lease(task)
+            name,
+            f'task "{name}"',
+            purpose,
+            scope=app.scope_of(task),
+            lease_s=_lock_lease(app, task),
         )
     )
     with lock:
@@ -126,9 +130,12 @@ def run_task(
     return record
 
 
-def _lock_lease(task: Task) -> float:
-    """How long a fleet task's lock may be held without renewal (a one-shot run does
-    not renew): every attempt's timeout and every backoff, and a minute to spare."""
+def _lock_lease(app: App, task: Task) -> float:
+    """How long a fleet task's lock lasts unless renewed: a daemon renews it, so the
+    fleet's lease; a one-shot run does not, so every attempt's timeout and backoff, and
+    a minute to spare."""
+    if app.pooled:
+        return app.config.fleet.lease
     retry = task.retry
     return task.timeout * retry.attempts + retry.max_backoff * retry.attempts + 60.0
 

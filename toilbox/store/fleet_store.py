@@ -25,6 +25,21 @@ from toilbox.store.sqlite import SqliteStore
 DAEMON_LOCK = "_daemon"
 
 
+def _dead_here(owner: str) -> bool:
+    """Was a lease's owner ("hostname:pid:nonce") a process of this machine that is gone?"""
+    hostname, _, rest = owner.partition(":")
+    pid = rest.partition(":")[0]
+    if hostname != socket.gethostname() or not pid.isdigit():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
+
+
 class FleetStore:
     kind = "postgresql"
 
@@ -218,8 +233,7 @@ class FleetStore:
             lease = Lease(name, self.owner, holder)
             if not self.shared.acquire_lease(lease, lease_s):
                 left = self.shared.lease(name)
-                mine = left is not None and left.owner.split(":", 1)[0] == socket.gethostname()
-                if left is None or not mine:
+                if left is None or not _dead_here(left.owner):
                     taken = self.shared.lease_holder(name) or "holder unknown"
                     raise AlreadyRunning(
                         f'host id "{self.host_id}" is in use by another daemon ({taken});'
@@ -238,6 +252,9 @@ class FleetStore:
 
     def holder(self, name: str) -> str | None:
         return self.local.holder(name) or self.shared.holder(name)
+
+    def slot_runs(self, task: str, scheduled_for: str) -> list[RunRecord]:
+        return self.shared.slot_runs(task, scheduled_for)
 
     # -- housekeeping ------------------------------------------------------------------
 

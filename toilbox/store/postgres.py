@@ -257,6 +257,10 @@ class PostgresStore:
     def running(self, host: str) -> list[RunRecord]:
         return [_from_row(row) for row in self._all("running_on", {"host": host})]
 
+    def slot_runs(self, task: str, scheduled_for: str) -> list[RunRecord]:
+        rows = self._all("slot_runs", {"task": task, "scheduled_for": scheduled_for})
+        return [_from_row(row) for row in rows]
+
     def running_fleet(self, task: str) -> list[RunRecord]:
         return [_from_row(row) for row in self._all("running_fleet", {"task": task})]
 
@@ -429,7 +433,7 @@ class PostgresStore:
         """The budgets' counts and this fix's record in one transaction that holds the
         budget's row: fixes asked for at once on many hosts are counted in turn."""
         args = {"check": check, "host": host, "run_id": run_id, "per_s": budget.per_s,
-                "day_s": HOSTS_WINDOW_S}
+                "day_s": HOSTS_WINDOW_S, "fleet_check": budget.fleet_check}
         with self._conn() as conn, conn.transaction():
             conn.execute(Q["lock_budget"])
             counts = conn.execute(Q["remediation_counts"], args).fetchone() or {}

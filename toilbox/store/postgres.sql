@@ -178,6 +178,13 @@ SELECT * FROM runs WHERE parent_run_id = %(run_id)s ORDER BY started_at, run_id;
 -- name: running_on
 SELECT * FROM runs WHERE status = 'running' AND host = %(host)s;
 
+-- name: slot_runs
+-- A slot's runs: the task's index from a day before the slot (no run starts earlier).
+SELECT * FROM runs
+WHERE task = %(task)s AND scheduled_for = %(scheduled_for)s
+  AND started_at >= %(scheduled_for)s::timestamptz - interval '1 day'
+ORDER BY started_at, run_id;
+
 -- name: running_fleet
 SELECT * FROM runs WHERE status = 'running' AND scope = 'fleet' AND task = %(task)s;
 
@@ -196,8 +203,11 @@ WHERE started_at < %(since)s AND status NOT IN ('skipped', 'missed', 'running')
 ORDER BY task, started_at DESC;
 
 -- name: claim_slot
+-- A fleet slot ('' host) is never claimed before it is due on the database's clock, not
+-- even to record it skipped or missed: a host whose clock runs ahead claims nothing early.
 INSERT INTO slots (task, host, scheduled_for, schedule, claimed_by)
-VALUES (%(task)s, %(host)s, %(scheduled_for)s, %(schedule)s, %(claimed_by)s)
+SELECT %(task)s, %(host)s, %(scheduled_for)s, %(schedule)s, %(claimed_by)s
+WHERE %(host)s <> '' OR %(scheduled_for)s::timestamptz <= now()
 ON CONFLICT DO NOTHING
 RETURNING task;
 
@@ -315,7 +325,7 @@ SELECT name FROM budgets WHERE name = 'remediation' FOR UPDATE;
 -- day (the fleet budget's denominator: a dying fleet does not shrink it).
 SELECT
     (SELECT count(*) FROM remediations
-     WHERE check_task = %(check)s AND host = %(host)s
+     WHERE check_task = %(check)s AND (%(fleet_check)s OR host = %(host)s)
        AND started_at >= now() - make_interval(secs => %(per_s)s)) AS check_fixes,
     (SELECT count(*) FROM remediations
      WHERE host = %(host)s AND started_at >= now() - interval '1 hour') AS host_fixes_hour,

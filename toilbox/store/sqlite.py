@@ -181,6 +181,11 @@ class SqliteStore:
     def running(self, host: str) -> list[RunRecord]:
         return [_from_row(row) for row in self._query(sql.RUNNING_ON, (host,))]
 
+    def slot_runs(self, task: str, scheduled_for: str) -> list[RunRecord]:
+        since = (datetime.fromisoformat(scheduled_for) - timedelta(days=1)).isoformat()
+        rows = self._query(sql.SLOT_RUNS, (task, since, scheduled_for))
+        return [_from_row(row) for row in rows]
+
     def running_fleet(self, task: str) -> list[RunRecord]:
         return [_from_row(row) for row in self._query(sql.RUNNING_FLEET, (task,))]
 
@@ -206,9 +211,9 @@ class SqliteStore:
     def claim_slot(
         self, task: str, scheduled_for: str, schedule: str, claimed_by: str, host: str = ""
     ) -> bool:
-        return self._write(
-            sql.CLAIM_SLOT, (task, host, scheduled_for, schedule, claimed_by, now_iso())
-        ) == 1
+        row = {"task": task, "host": host, "scheduled_for": scheduled_for, "schedule": schedule,
+               "claimed_by": claimed_by, "now": now_iso()}
+        return self._write(sql.CLAIM_SLOT, row) == 1
 
     def last_slot(self, task: str, host: str = "") -> tuple[str, str] | None:
         rows = self._query(sql.LAST_SLOT, (task, host))
@@ -224,9 +229,9 @@ class SqliteStore:
             early = (datetime.fromisoformat(scheduled_for) - now).total_seconds()
             if early > 0:
                 return SlotClaim(Claim.EARLY, early_s=early)
-            won = db.execute(
-                sql.CLAIM_SLOT, (task, "", scheduled_for, schedule, lease.owner, now_iso())
-            ).rowcount
+            row = {"task": task, "host": "", "scheduled_for": scheduled_for,
+                   "schedule": schedule, "claimed_by": lease.owner, "now": now_iso()}
+            won = db.execute(sql.CLAIM_SLOT, row).rowcount
             if not won:
                 return SlotClaim(Claim.LOST)
             if not self._take_lease(db, lease, lease_s):
@@ -386,6 +391,7 @@ class SqliteStore:
                 {
                     "check": check,
                     "host": host,
+                    "fleet_check": budget.fleet_check,
                     "per": (now - timedelta(seconds=budget.per_s)).isoformat(),
                     "hour": (now - timedelta(hours=1)).isoformat(),
                     "day": (now - timedelta(seconds=HOSTS_WINDOW_S)).isoformat(),

@@ -279,6 +279,13 @@ CHILDREN = "SELECT * FROM runs WHERE parent_run_id = ? ORDER BY started_at, rowi
 
 RUNNING_ON = "SELECT * FROM runs WHERE status = 'running' AND host = ?"
 
+# A slot's runs: the task's index from a day before the slot (no run starts earlier).
+SLOT_RUNS = """
+SELECT * FROM runs
+WHERE task = ? AND started_at >= ? AND scheduled_for = ?
+ORDER BY started_at, rowid
+"""
+
 RUNNING_FLEET = "SELECT * FROM runs WHERE status = 'running' AND scope = 'fleet' AND task = ?"
 
 MARK_ABANDONED = """
@@ -300,9 +307,11 @@ JOIN (SELECT task, MAX(started_at) AS started_at FROM runs
 
 # -- slots and leases ----------------------------------------------------------------------
 
+# A fleet slot ('' host) is never claimed before it is due, as on PostgreSQL.
 CLAIM_SLOT = """
 INSERT INTO slots (task, host, scheduled_for, schedule, claimed_by, claimed_at)
-VALUES (?, ?, ?, ?, ?, ?)
+SELECT :task, :host, :scheduled_for, :schedule, :claimed_by, :now
+WHERE :host <> '' OR :scheduled_for <= :now
 ON CONFLICT DO NOTHING
 """
 
@@ -410,7 +419,7 @@ ADD_SEND = "INSERT INTO notify_sends (destination, sent_at) VALUES (?, ?)"
 REMEDIATION_COUNTS = """
 SELECT
     (SELECT COUNT(*) FROM remediations
-     WHERE check_task = :check AND host = :host AND started_at >= :per),
+     WHERE check_task = :check AND (:fleet_check OR host = :host) AND started_at >= :per),
     (SELECT COUNT(*) FROM remediations WHERE host = :host AND started_at >= :hour),
     (SELECT COUNT(DISTINCT host) FROM remediations WHERE started_at >= :hour),
     (SELECT COUNT(*) FROM remediations WHERE host = :host AND started_at >= :hour) > 0,
