@@ -236,7 +236,7 @@ def test_host_tasks_go_on_while_postgres_is_away_and_arrive_once(
     finally:
         proxy.close()
     assert fenced_after < 6
-    assert daemon.events("store.failing") and daemon.events("slot.not_claimed")
+    assert daemon.events("store.failing") and daemon.events("slots.not_claimed")
     runs = shared_runs(pg_url)
     # Every host run the ledger saw arrived in the shared store, once.
     done = [line["run_id"] for line in ledger(tmp_path / "htick.jsonl") if line["event"] == "end"]
@@ -359,3 +359,23 @@ def test_a_differing_config_is_flagged_and_a_taken_host_id_refused(tmp_path, pg_
     assert refused.returncode == 3
     assert 'host id "a" is in use by another daemon' in refused.stderr
     assert "Traceback" not in refused.stderr
+
+
+def test_a_host_joining_the_fleet_brings_its_history(tmp_path, pg_url):
+    """A host moved from SQLite to PostgreSQL: its own runs are shipped, once each."""
+    tasks = f"  t: {{uses: check.mark, with: {{out: {tmp_path}/t.jsonl}}}}\n"
+    config = fleet_config(tmp_path, pg_url, "solo", tasks)
+    alone = config.read_text().replace(f'store: {{url: "{pg_url}"}}\n', "")
+    single = tmp_path / "single.yaml"
+    single.write_text(alone)
+    for _ in range(3):
+        assert cli(single, "run", "t", host="solo").returncode == 0
+    before = {r["run_id"] for r in json.loads(cli(single, "history", "--json").stdout)}
+    assert len(before) == 3
+    joined = cli(config, "run", "t", host="solo")  # ships what waits when it is done
+    assert joined.returncode == 0, joined.stderr
+    again = cli(config, "run", "t", host="solo")
+    assert again.returncode == 0, again.stderr
+    shared = [r.run_id for r in shared_runs(pg_url, "t")]
+    assert len(shared) == len(set(shared)) == 5
+    assert before <= set(shared)

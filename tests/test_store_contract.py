@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from toilbox.errors import AlreadyRunning, StateError
-from toilbox.models import Claim, HostInfo, Lease, RunRecord, now_iso, utc_iso
+from toilbox.models import Claim, HostInfo, Lease, RunRecord, SlotWanted, now_iso, utc_iso
 from toilbox.store.base import Budget, Store
 from toilbox.store.sqlite import SqliteStore
 
@@ -201,6 +201,36 @@ def test_a_fleet_slot_is_not_claimed_before_the_database_says_it_is_due(store):
     assert store.last_slot("t") is None, "an early claim leaves no trace"
     assert store.claim_slot("t", soon, "s", "skipped") is False, "not even to skip it"
     assert store.claim_slot("t", soon, "s", "me", "h1") is True, "a host's own slot is its own"
+
+
+def test_claims_come_in_batches_with_one_answer_each(backend):
+    one, two = backend.open(), backend.open()
+    past = [utc_iso(datetime.now(UTC) - timedelta(seconds=s)) for s in (30, 20, 10)]
+    soon = utc_iso(datetime.now(UTC) + timedelta(seconds=30))
+    assert one.claim_slot("c", past[0], "s", "other")
+    wanted = [
+        SlotWanted("a", past[0], "s", "me", "h1"),
+        SlotWanted("a", soon, "s", "me", "h1"),  # a host's own slot: claimed whenever
+        SlotWanted("b", past[1], "s", "me"),
+        SlotWanted("b", soon, "s", "me"),  # a fleet slot, not yet due: refused
+        SlotWanted("c", past[0], "s", "me"),  # taken before
+    ]
+    assert one.claim_slots(wanted) == [True, True, True, False, False]
+    assert one.claim_slots([]) == []
+    assert one.acquire_lease(lease(one, "busy"), 30)
+    claims = two.claim_fleet_slots(
+        [
+            ("won", past[2], "s", lease(two, "won", past[2])),
+            ("busy", past[2], "s", lease(two, "busy", past[2])),
+            ("c", past[0], "s", lease(two, "c", past[0])),
+            ("early", soon, "s", lease(two, "early", soon)),
+        ],
+        30,
+    )
+    assert [c.outcome for c in claims] == [Claim.WON, Claim.BUSY, Claim.LOST, Claim.EARLY]
+    assert claims[1].holder == f"pid {os.getpid()} test"
+    assert 25 < claims[3].early_s <= 30
+    assert two.lease("task:won").owner == two.owner
 
 
 def test_leases_renew_expire_and_move_once(backend):

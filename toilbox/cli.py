@@ -21,7 +21,11 @@ class _Obj:
     def app(self) -> Any:
         from toilbox.app import load_app
 
-        return load_app(self.config)
+        app = load_app(self.config)
+        # Closed when the command ends, however it ends: in fleet mode that ships the
+        # host runs this command recorded to the shared store.
+        click.get_current_context().call_on_close(app.close)
+        return app
 
     def has_config(self) -> bool:
         from toilbox.app import find_config

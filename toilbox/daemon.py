@@ -15,6 +15,7 @@ when it cannot, and takes over the runs of daemons that died.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import hashlib
 import os
@@ -37,7 +38,7 @@ from toilbox.app import App, load_app
 from toilbox.config import Task
 from toilbox.errors import AlreadyRunning, RunFenced, StateError, ToilboxError
 from toilbox.metrics import DaemonMetrics
-from toilbox.models import Claim, Lease, RunRecord, now_iso, utc_iso
+from toilbox.models import Claim, Lease, RunRecord, SlotWanted, now_iso, utc_iso
 from toilbox.zygote import Zygote
 
 log = structlog.get_logger("toilbox.daemon")
@@ -97,6 +98,8 @@ class Daemon:
         self._lock = threading.Lock()
         self.upkeep: Any = None
         self._warned_clock = -1e9
+        self._fires: collections.deque[tuple[str, list[datetime]]] = collections.deque()
+        self._fires_ready = threading.Event()
         self._exit = contextlib.ExitStack()
         self.heartbeat = time.monotonic()
         self.metrics = DaemonMetrics(lambda: len(self.running))
@@ -129,12 +132,13 @@ class Daemon:
         self.catch_up(caught_up_to)
         self.scheduler = BackgroundScheduler(
             timezone=UTC,
-            executors={"default": _Dispatch(self.fire)},
+            executors={"default": _Dispatch(self.enqueue)},
             # Never accept the defaults: APScheduler would drop a fire over 1 s late.
             job_defaults={"coalesce": False, "misfire_grace_time": None, "max_instances": 1},
         )
         for task in self._scheduled(self.app):
             self._add_job(task, after=caught_up_to)
+        threading.Thread(target=self._dispatcher, name="toilbox-dispatch", daemon=True).start()
         self.scheduler.start()
         if self.app.config.http is not None:
             from toilbox.http import HttpServer
@@ -148,29 +152,54 @@ class Daemon:
             state_dir=str(self.app.state_dir),
         )
 
+    def enqueue(self, name: str, run_times: list[datetime]) -> None:
+        """A fire is due (the scheduler's thread: must not block): queue it for the
+        dispatcher, which claims whatever has queued meanwhile in one batch."""
+        self._fires.append((name, run_times))
+        self._fires_ready.set()
+
+    def _dispatcher(self) -> None:
+        while not self.stop_attempts.is_set():
+            self._fires_ready.wait(1.0)
+            self._fires_ready.clear()
+            batch = []
+            while self._fires:
+                batch.append(self._fires.popleft())
+            if batch:
+                try:
+                    self.fire_batch(batch)
+                except Exception:
+                    log.exception("dispatch.failed", tasks=sorted({name for name, _ in batch}))
+
     def fire(self, name: str, run_times: list[datetime]) -> None:
-        """A task's fire is due (called on the scheduler's thread: must not block)."""
+        """One task's fire, now (tests call this; the scheduler's come in batches)."""
+        self.fire_batch([(name, run_times)])
+
+    def fire_batch(self, fires: list[tuple[str, list[datetime]]]) -> None:
         app = self.app
-        task = app.tasks.get(name)
-        if task is None or not task.enabled or task.schedule is None:
-            return
         now = self.clock()
-        slot, late = run_times[-1], run_times[:-1]
-        self.metrics.lag.observe(max(0.0, (now - slot).total_seconds()))
-        # Fires that came late together (the daemon was busy or the machine asleep): the
-        # newest is this fire; the older ones are missed, or run first under run_all.
-        caught_up = late[-task.catchup_max :] if task.on_missed == "run_all" else []
+        plans: list[tuple[Task, list[datetime], list[datetime]]] = []
+        for name, run_times in fires:
+            task = app.tasks.get(name)
+            if task is None or not task.enabled or task.schedule is None:
+                continue
+            slot, late = run_times[-1], run_times[:-1]
+            self.metrics.lag.observe(max(0.0, (now - slot).total_seconds()))
+            # Fires that came late together (the daemon was busy or the machine asleep):
+            # the newest is this fire; the older ones are missed, or run first (run_all).
+            caught_up = late[-task.catchup_max :] if task.on_missed == "run_all" else []
+            plans.append((task, late[: len(late) - len(caught_up)], [*caught_up, slot]))
         try:
-            self._record_missed(
-                app, task, late[: len(late) - len(caught_up)], "the daemon was busy or asleep"
-            )
-            self._dispatch(app, task, [*caught_up, slot], "schedule", now)
+            for task, missed, _slots in plans:
+                self._record_missed(app, task, missed, "the daemon was busy or asleep")
+            self._dispatch_many(app, [(t, slots) for t, _, slots in plans], "schedule", now)
         except StateError as exc:
-            # The store cannot take the claim (PostgreSQL away, a full disk): a fleet task
+            # The store cannot take the claims (PostgreSQL away, a full disk): a fleet task
             # fails closed.  Once the store answers again, catch-up settles what passed.
+            names = sorted(t.name for t, _, _ in plans)
             with self._lock:
-                self.held.add(name)
-            log.error("slot.not_claimed", task=name, scheduled_for=iso(slot), error=str(exc))
+                self.held.update(names)
+            log.error("slots.not_claimed", tasks=names, error=str(exc))
 
     def catch_up(self, now: datetime, only: set[str] | None = None) -> None:
         """Apply each task's ``on_missed`` to the fires that passed while we were down
@@ -229,6 +258,7 @@ class Daemon:
         grace = self.app.config.shutdown_grace if grace is None else grace
         if self.scheduler is not None and self.scheduler.running:
             self.scheduler.shutdown(wait=False)
+        self._fires.clear()  # fires not yet claimed stay unclaimed: catch-up sees them
         in_flight = list(self.running.values())
         log.info("daemon.stopping", running=sorted(self.running), grace_s=grace)
         if in_flight and wait_for(in_flight, timeout=grace).not_done:
@@ -363,73 +393,96 @@ class Daemon:
     def _dispatch(
         self, app: App, task: Task, slots: list[datetime], trigger: str, now: datetime
     ) -> None:
-        """Claim the slots and hand them to a worker, unless the task is still running."""
+        self._dispatch_many(app, [(task, slots)], trigger, now)
+
+    def _dispatch_many(
+        self, app: App, plans: list[tuple[Task, list[datetime]]], trigger: str, now: datetime
+    ) -> None:
+        """Claim the slots, a batch at a time, and hand each task's to a worker, unless
+        the task is still running (its fires are then claimed as skipped)."""
         store = app.store()
-        fleet = app.scope_of(task) == "fleet"
+        fired: list[tuple[Task, datetime]] = []
         with self._lock:
-            if task.name in self.running:
-                for slot in slots:
-                    self._skip(app, task, slot, "still running")
-                return
-            if fleet:
-                claimed = self._claim_fleet(app, task, slots, trigger)
-            else:
-                claimed = [
-                    s
-                    for s in slots
-                    if store.claim_slot(
-                        task.name,
-                        iso(s),
-                        slot_key(task),
-                        f"{socket.gethostname()}:{os.getpid()}",
-                        app.host_id,
-                    )
-                ]
-            if not claimed or self.pool is None:
-                return
-            self._submit(app, task, claimed, trigger, leased=fleet)
-        lag = (self.clock() - claimed[-1]).total_seconds()
-        log.info(
-            "task.fired",
-            task=task.name,
-            scheduled_for=iso(claimed[-1]),
-            trigger=trigger,
-            dispatch_lag_ms=round(lag * 1000, 3),
-        )
+            busy = [(t, slots) for t, slots in plans if t.name in self.running]
+            free = [(t, slots) for t, slots in plans if t.name not in self.running]
+            skips = [
+                (t, s, SlotWanted(t.name, iso(s), slot_key(t), "skipped", self._slot_host(t)))
+                for t, slots in busy
+                for s in slots
+            ]
+            for (t, s, _), won in zip(skips, store.claim_slots([w for *_, w in skips]),
+                                      strict=True):
+                if won:
+                    self._record_skipped(app, t, s, "still running")
+            local = [(t, slots) for t, slots in free if app.scope_of(t) == "host"]
+            claimer = f"{socket.gethostname()}:{os.getpid()}"
+            wanted = [
+                SlotWanted(t.name, iso(s), slot_key(t), claimer, app.host_id)
+                for t, slots in local
+                for s in slots
+            ]
+            answers = iter(store.claim_slots(wanted))
+            for task, slots in local:
+                claimed = [s for s in slots if next(answers)]
+                if claimed and self.pool is not None:
+                    self._submit(app, task, claimed, trigger, leased=False)
+                    fired.append((task, claimed[-1]))
+            fleet = [(t, slots) for t, slots in free if app.scope_of(t) == "fleet"]
+            for task, claimed in self._claim_fleet(app, fleet, trigger):
+                if self.pool is not None:
+                    self._submit(app, task, claimed, trigger, leased=True)
+                    fired.append((task, claimed[-1]))
+        for task, slot in fired:
+            lag = (self.clock() - slot).total_seconds()
+            log.info(
+                "task.fired",
+                task=task.name,
+                scheduled_for=iso(slot),
+                trigger=trigger,
+                dispatch_lag_ms=round(lag * 1000, 3),
+            )
 
     def _claim_fleet(
-        self, app: App, task: Task, slots: list[datetime], trigger: str
-    ) -> list[datetime]:
-        """The first slot this daemon wins, with the task's lease (the later ones of a
-        run_all catch-up ride on it); a slot whose task runs elsewhere is skipped."""
+        self, app: App, plans: list[tuple[Task, list[datetime]]], trigger: str
+    ) -> list[tuple[Task, list[datetime]]]:
+        """Each task's first slot with the task's lease, all in one batch (the later
+        slots of a run_all catch-up ride on the lease); a slot whose task runs elsewhere
+        is recorded skipped; one not yet due on the database's clock is asked again."""
         store = app.store()
         lease_s = app.config.fleet.lease
-        for index, slot in enumerate(slots):
-            claim = store.claim_fleet_slot(
-                task.name, iso(slot), slot_key(task), self._lease(task, slot, trigger), lease_s
-            )
+        claims = store.claim_fleet_slots(
+            [(t.name, iso(slots[0]), slot_key(t), self._lease(t, slots[0], trigger))
+             for t, slots in plans],
+            lease_s,
+        )
+        won = []
+        for (task, slots), claim in zip(plans, claims, strict=True):
             if claim.outcome is Claim.WON:
                 self.leases[f"task:{task.name}"] = time.monotonic()
-                rest = [
-                    s
-                    for s in slots[index + 1 :]
-                    if store.claim_slot(task.name, iso(s), slot_key(task), store.owner)
-                ]
-                return [slot, *rest]
-            if claim.outcome is Claim.BUSY:
-                self._record_skipped(app, task, slot, f"still running ({claim.holder})")
+                rest = slots[1:]
+                more = store.claim_slots(
+                    [SlotWanted(task.name, iso(s), slot_key(task), store.owner) for s in rest]
+                )
+                won.append((task, [slots[0], *[s for s, ok in zip(rest, more, strict=True)
+                                              if ok]]))
+            elif claim.outcome is Claim.BUSY:
+                self._record_skipped(app, task, slots[0], f"still running ({claim.holder})")
+                if slots[1:]:
+                    self._retry_soon(app, task, slots[1:], trigger, 0.0)
             elif claim.outcome is Claim.EARLY:
                 # Our clock is ahead of the database's: ask again when the slot is due there.
-                retry = threading.Timer(
-                    claim.early_s + 0.001,
-                    self._retry_early,
-                    (app, task, slots[index:], trigger),
-                )
-                retry.daemon = True
-                retry.start()
-                self._clock_ahead(task, slot, claim.early_s)
-                return []
-        return []
+                self._retry_soon(app, task, slots, trigger, claim.early_s + 0.001)
+                self._clock_ahead(task, slots[0], claim.early_s)
+            elif slots[1:]:  # LOST: another daemon has this slot; the next may be free
+                self._retry_soon(app, task, slots[1:], trigger, 0.0)
+        return won
+
+    def _retry_soon(
+        self, app: App, task: Task, slots: list[datetime], trigger: str, delay: float
+    ) -> None:
+        retry = threading.Timer(delay, self._retry_early, (app, task, slots, trigger))
+        retry.daemon = True
+        retry.start()
 
     def _clock_ahead(self, task: Task, slot: datetime, early_s: float) -> None:
         log.debug("slot.early", task=task.name, scheduled_for=iso(slot),
@@ -452,13 +505,6 @@ class Daemon:
             with self._lock:
                 self.held.add(task.name)
             log.error("slot.not_claimed", task=task.name, error=str(exc))
-
-    def _skip(self, app: App, task: Task, slot: datetime, reason: str) -> None:
-        """A fire of a task this daemon is still running: claimed as skipped, recorded."""
-        if app.store().claim_slot(
-            task.name, iso(slot), slot_key(task), "skipped", self._slot_host(task)
-        ):
-            self._record_skipped(app, task, slot, reason)
 
     def _record_skipped(self, app: App, task: Task, slot: datetime, reason: str) -> None:
         self.metrics.skipped.labels(task.name).inc()

@@ -136,6 +136,17 @@ class SlotClaim:
 
 
 @dataclass(frozen=True)
+class SlotWanted:
+    """A slot to claim: ``host`` is a host id, or "" for a fleet slot."""
+
+    task: str
+    scheduled_for: str
+    schedule: str
+    claimed_by: str
+    host: str = ""
+
+
+@dataclass(frozen=True)
 class Lease:
     """A fleet run's claim on its task, renewed by the daemon that holds it.
 

@@ -17,7 +17,7 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from toilbox.models import HostInfo, Lease, RunRecord, SlotClaim
+from toilbox.models import HostInfo, Lease, RunRecord, SlotClaim, SlotWanted
 
 HOSTS_WINDOW_S = 86400.0  # "the hosts seen in the last day": the fleet budget's denominator
 ALIVE_S = 60.0  # a host not seen for this long is shown as gone
@@ -110,6 +110,12 @@ class Store(ReadOnlyHistory, Protocol):
     ) -> bool:
         """Claim a scheduled fire; False if it was claimed before (by anyone, ever)."""
     def last_slot(self, task: str, host: str = "") -> tuple[str, str] | None: ...
+    def claim_slots(self, wanted: list[SlotWanted]) -> list[bool]:
+        """Many claims at once (a burst of fires); the answers in order."""
+    def claim_fleet_slots(
+        self, wanted: list[tuple[str, str, str, Lease]], lease_s: float
+    ) -> list[SlotClaim]:
+        """Many fleet claims at once, each as ``claim_fleet_slot``; distinct tasks."""
     def claim_fleet_slot(
         self, task: str, scheduled_for: str, schedule: str, lease: Lease, lease_s: float
     ) -> SlotClaim:

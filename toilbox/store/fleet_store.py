@@ -17,7 +17,7 @@ from contextlib import AbstractContextManager, contextmanager
 from typing import Any
 
 from toilbox.errors import AlreadyRunning, StateError
-from toilbox.models import HostInfo, Lease, RunRecord, SlotClaim
+from toilbox.models import HostInfo, Lease, RunRecord, SlotClaim, SlotWanted
 from toilbox.store.base import Budget, ReadOnlyHistory
 from toilbox.store.postgres import PostgresStore
 from toilbox.store.sqlite import SqliteStore
@@ -134,6 +134,19 @@ class FleetStore:
 
     def last_slot(self, task: str, host: str = "") -> tuple[str, str] | None:
         return (self.local if host else self.shared).last_slot(task, host)
+
+    def claim_slots(self, wanted: list[SlotWanted]) -> list[bool]:
+        """Host slots locally, fleet slots in the shared store; answers in order."""
+        local = [w for w in wanted if w.host]
+        shared = [w for w in wanted if not w.host]
+        answers = dict(zip(local, self.local.claim_slots(local), strict=True))
+        answers.update(zip(shared, self.shared.claim_slots(shared), strict=True))
+        return [answers[w] for w in wanted]
+
+    def claim_fleet_slots(
+        self, wanted: list[tuple[str, str, str, Lease]], lease_s: float
+    ) -> list[SlotClaim]:
+        return self.shared.claim_fleet_slots(wanted, lease_s)
 
     def claim_fleet_slot(
         self, task: str, scheduled_for: str, schedule: str, lease: Lease, lease_s: float

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from toilbox import destinations
 from toilbox.errors import AlreadyRunning, ConfigError, StateError
-from toilbox.models import Claim, HostInfo, Lease, RunRecord, SlotClaim, utc_iso
+from toilbox.models import Claim, HostInfo, Lease, RunRecord, SlotClaim, SlotWanted, utc_iso
 from toilbox.store.base import ALIVE_S, HOSTS_WINDOW_S, Budget, ReadOnlyHistory, budget_verdict
 
 if TYPE_CHECKING:
@@ -297,30 +297,50 @@ class PostgresStore:
         rows = self._all("last_slot", {"task": task, "host": host})
         return (utc_iso(rows[0]["scheduled_for"]), rows[0]["schedule"]) if rows else None
 
+    def claim_slots(self, wanted: list[SlotWanted]) -> list[bool]:
+        if not wanted:
+            return []
+        args = {
+            "tasks": [w.task for w in wanted],
+            "hosts": [w.host for w in wanted],
+            "slots": [w.scheduled_for for w in wanted],
+            "schedules": [w.schedule for w in wanted],
+            "claimed_by": [w.claimed_by for w in wanted],
+        }
+        won = {(r["task"], r["host"], utc_iso(r["scheduled_for"]))
+               for r in self._all("claim_slots", args)}
+        return [(w.task, w.host, utc_iso(datetime.fromisoformat(w.scheduled_for))) in won
+                for w in wanted]
+
     def claim_fleet_slot(
         self, task: str, scheduled_for: str, schedule: str, lease: Lease, lease_s: float
     ) -> SlotClaim:
-        """The slot and the task's lease in one transaction, judged on the database's
+        return self.claim_fleet_slots([(task, scheduled_for, schedule, lease)], lease_s)[0]
+
+    def claim_fleet_slots(
+        self, wanted: list[tuple[str, str, str, Lease]], lease_s: float
+    ) -> list[SlotClaim]:
+        """Slots and their tasks' leases in one statement, judged on the database's
         clock: a daemon whose clock runs ahead cannot claim early, and a daemon dying
-        between the two can never leave a slot claimed with nobody holding it."""
-        slot = {
-            "task": task,
-            "host": "",
-            "scheduled_for": scheduled_for,
-            "schedule": schedule,
-            "claimed_by": lease.owner,
+        between the two can never leave a slot claimed with nobody holding it.  The
+        tasks must be distinct (a task has one lease)."""
+        if not wanted:
+            return []
+        owners = {lease.owner for *_, lease in wanted}
+        if len(owners) != 1 or len({task for task, *_ in wanted}) != len(wanted):
+            raise ValueError("claim_fleet_slots takes distinct tasks of one owner")
+        args = {
+            "tasks": [task for task, *_ in wanted],
+            "slots": [slot for _, slot, _, _ in wanted],
+            "schedules": [schedule for _, _, schedule, _ in wanted],
+            "holders": [lease.holder for *_, lease in wanted],
+            "triggers": [lease.trigger for *_, lease in wanted],
+            "owner": owners.pop(),
+            "lease_s": lease_s,
         }
-        with self._conn() as conn, conn.transaction():
-            early = conn.execute(Q["seconds_early"], slot).fetchone()
-            early_s = float(next(iter(early.values()))) if early else 0.0
-            if early_s > 0:
-                return SlotClaim(Claim.EARLY, early_s=early_s)
-            if not conn.execute(Q["claim_slot"], slot).fetchone():
-                return SlotClaim(Claim.LOST)
-            if not conn.execute(Q["take_lease"], _lease_row(lease, lease_s)).fetchone():
-                holder = conn.execute(Q["lease_holder"], {"name": lease.name}).fetchone()
-                return SlotClaim(Claim.BUSY, holder=holder["holder"] if holder else None)
-        return SlotClaim(Claim.WON)
+        with self._conn() as conn:
+            rows = {r["task"]: r for r in conn.execute(Q["claim_fleet_slots"], args).fetchall()}
+        return [_claim(rows[task]) for task, *_ in wanted]
 
     def acquire_lease(self, lease: Lease, lease_s: float) -> bool:
         return bool(self._all("take_lease", _lease_row(lease, lease_s)))
@@ -581,6 +601,16 @@ def _from_row(row: dict[str, Any]) -> RunRecord:
     values["metrics"] = values["metrics"] or {}
     values["data"] = values["data"] or {}
     return RunRecord(**values)
+
+
+def _claim(row: dict[str, Any]) -> SlotClaim:
+    if row["leased"]:
+        return SlotClaim(Claim.WON)
+    if row["claimed"]:
+        return SlotClaim(Claim.BUSY, holder=row["holder"])
+    if row["early_s"] > 0:
+        return SlotClaim(Claim.EARLY, early_s=float(row["early_s"]))
+    return SlotClaim(Claim.LOST)
 
 
 def _lease_row(lease: Lease, lease_s: float) -> dict[str, Any]:

@@ -211,8 +211,52 @@ WHERE %(host)s <> '' OR %(scheduled_for)s::timestamptz <= now()
 ON CONFLICT DO NOTHING
 RETURNING task;
 
--- name: seconds_early
-SELECT EXTRACT(EPOCH FROM (%(scheduled_for)s::timestamptz - now()))::float8;
+-- name: claim_slots
+-- Many slots in one statement (a burst of fires costs one round trip); the same rule.
+INSERT INTO slots (task, host, scheduled_for, schedule, claimed_by)
+SELECT w.task, w.host, w.scheduled_for, w.schedule, w.claimed_by
+FROM unnest(%(tasks)s::text[], %(hosts)s::text[], %(slots)s::timestamptz[],
+            %(schedules)s::text[], %(claimed_by)s::text[])
+     AS w(task, host, scheduled_for, schedule, claimed_by)
+WHERE w.host <> '' OR w.scheduled_for <= now()
+ON CONFLICT DO NOTHING
+RETURNING task, host, scheduled_for;
+
+-- name: claim_fleet_slots
+-- Fleet slots with their tasks' leases, many in one statement and one transaction:
+-- a slot due on the database's clock is claimed, and the task's lease taken with it
+-- unless another daemon's lease on that task is still live (the slot is then claimed
+-- for the record: the task is still running).  One row per wanted slot comes back.
+WITH wanted AS (
+    SELECT * FROM unnest(%(tasks)s::text[], %(slots)s::timestamptz[], %(schedules)s::text[],
+                         %(holders)s::text[], %(triggers)s::text[])
+         AS w(task, scheduled_for, schedule, holder, trigger)
+), claimed AS (
+    INSERT INTO slots (task, host, scheduled_for, schedule, claimed_by)
+    SELECT task, '', scheduled_for, schedule, %(owner)s FROM wanted
+    WHERE scheduled_for <= now()
+    ON CONFLICT DO NOTHING
+    RETURNING task, scheduled_for
+), leased AS (
+    INSERT INTO leases (name, owner, holder, task, scheduled_for, trigger, attempt, lease_until)
+    SELECT 'task:' || w.task, %(owner)s, w.holder, w.task, w.scheduled_for, w.trigger, 1,
+           now() + make_interval(secs => %(lease_s)s)
+    FROM claimed c JOIN wanted w USING (task, scheduled_for)
+    ON CONFLICT (name) DO UPDATE SET
+        owner = excluded.owner, holder = excluded.holder, task = excluded.task,
+        scheduled_for = excluded.scheduled_for, trigger = excluded.trigger,
+        attempt = excluded.attempt, acquired_at = now(), lease_until = excluded.lease_until
+    WHERE leases.lease_until < now()
+    RETURNING task
+)
+SELECT w.task,
+       EXTRACT(EPOCH FROM (w.scheduled_for - now()))::float8 AS early_s,
+       c.task IS NOT NULL AS claimed,
+       l.task IS NOT NULL AS leased,
+       (SELECT x.holder FROM leases x WHERE x.name = 'task:' || w.task) AS holder
+FROM wanted w
+LEFT JOIN claimed c USING (task, scheduled_for)
+LEFT JOIN leased l ON l.task = w.task;
 
 -- name: last_slot
 SELECT scheduled_for, schedule FROM slots

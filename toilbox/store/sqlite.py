@@ -31,6 +31,7 @@ from toilbox.models import (
     Lease,
     RunRecord,
     SlotClaim,
+    SlotWanted,
     now_iso,
 )
 from toilbox.store import sqlite_sql as sql
@@ -81,7 +82,12 @@ class SqliteStore:
             raise StateError(f"state dir {state_dir}: {exc.strerror or exc}") from None
         except sqlite3.Error as exc:
             raise StateError(f"state store {path}: {_explain(exc, state_dir)}") from None
-        return cls(db, path, outbox)
+        store = cls(db, path, outbox)
+        if outbox:
+            with store._transaction() as transaction:
+                transaction.execute(sql.SEED_OUTBOX)
+                transaction.execute(sql.MARK_OUTBOX_SEEDED, (now_iso(),))
+        return store
 
     def close(self) -> None:
         with self._lock:
@@ -219,24 +225,52 @@ class SqliteStore:
         rows = self._query(sql.LAST_SLOT, (task, host))
         return (rows[0][0], rows[0][1]) if rows else None
 
+    def claim_slots(self, wanted: list[SlotWanted]) -> list[bool]:
+        """Many slots in one transaction: a burst of fires commits once."""
+        now = now_iso()
+        with self._transaction() as db:
+            return [
+                db.execute(
+                    sql.CLAIM_SLOT,
+                    {"task": w.task, "host": w.host, "scheduled_for": w.scheduled_for,
+                     "schedule": w.schedule, "claimed_by": w.claimed_by, "now": now},
+                ).rowcount == 1
+                for w in wanted
+            ]
+
     def claim_fleet_slot(
         self, task: str, scheduled_for: str, schedule: str, lease: Lease, lease_s: float
     ) -> SlotClaim:
-        """The slot and the task's lease, in one transaction: a claimed slot always has
-        a lease, so a daemon dying between the two can never lose the slot."""
+        return self.claim_fleet_slots([(task, scheduled_for, schedule, lease)], lease_s)[0]
+
+    def claim_fleet_slots(
+        self, wanted: list[tuple[str, str, str, Lease]], lease_s: float
+    ) -> list[SlotClaim]:
+        """Each slot and its task's lease, all in one transaction: a claimed slot always
+        has a lease, so a daemon dying between the two can never lose the slot."""
         with self._transaction() as db:
-            now = datetime.now(UTC)
-            early = (datetime.fromisoformat(scheduled_for) - now).total_seconds()
-            if early > 0:
-                return SlotClaim(Claim.EARLY, early_s=early)
-            row = {"task": task, "host": "", "scheduled_for": scheduled_for,
-                   "schedule": schedule, "claimed_by": lease.owner, "now": now_iso()}
-            won = db.execute(sql.CLAIM_SLOT, row).rowcount
-            if not won:
-                return SlotClaim(Claim.LOST)
-            if not self._take_lease(db, lease, lease_s):
-                holder = db.execute(sql.LEASE_HOLDER, (lease.name,)).fetchone()
-                return SlotClaim(Claim.BUSY, holder=holder[0] if holder else None)
+            return [self._claim_fleet(db, *one, lease_s) for one in wanted]
+
+    def _claim_fleet(
+        self,
+        db: sqlite3.Connection,
+        task: str,
+        scheduled_for: str,
+        schedule: str,
+        lease: Lease,
+        lease_s: float,
+    ) -> SlotClaim:
+        now = datetime.now(UTC)
+        early = (datetime.fromisoformat(scheduled_for) - now).total_seconds()
+        if early > 0:
+            return SlotClaim(Claim.EARLY, early_s=early)
+        row = {"task": task, "host": "", "scheduled_for": scheduled_for,
+               "schedule": schedule, "claimed_by": lease.owner, "now": now_iso()}
+        if not db.execute(sql.CLAIM_SLOT, row).rowcount:
+            return SlotClaim(Claim.LOST)
+        if not self._take_lease(db, lease, lease_s):
+            holder = db.execute(sql.LEASE_HOLDER, (lease.name,)).fetchone()
+            return SlotClaim(Claim.BUSY, holder=holder[0] if holder else None)
         return SlotClaim(Claim.WON)
 
     # -- leases ------------------------------------------------------------------------

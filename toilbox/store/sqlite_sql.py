@@ -450,6 +450,15 @@ DELETE_SETTING = "DELETE FROM settings WHERE key = ?"
 
 OUTBOX_ADD = "INSERT OR IGNORE INTO outbox (run_id) VALUES (?)"
 
+# The first time a host joins a fleet, the history it kept alone is shipped too.
+SEED_OUTBOX = """
+INSERT OR IGNORE INTO outbox (run_id)
+SELECT run_id FROM runs
+WHERE NOT EXISTS (SELECT 1 FROM settings WHERE key = 'outbox_seeded')
+"""
+
+MARK_OUTBOX_SEEDED = "INSERT OR IGNORE INTO settings (key, value) VALUES ('outbox_seeded', ?)"
+
 OUTBOX_RUNS = """
 SELECT r.* FROM outbox o JOIN runs r USING (run_id)
 ORDER BY r.started_at
