@@ -28,7 +28,7 @@ def open_store(
 
     local = SqliteStore.open(state_dir, outbox=True)
     try:
-        shared = PostgresStore.open(url, pooled=pooled)
+        shared = PostgresStore.open(url, pooled=pooled, name=f"toilbox {host_id}")
     except BaseException:
         local.close()
         raise

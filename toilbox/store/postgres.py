@@ -100,7 +100,7 @@ class PostgresStore:
         self._state_lock = threading.Lock()
 
     @classmethod
-    def open(cls, url: str, *, pooled: bool = False) -> PostgresStore:
+    def open(cls, url: str, *, pooled: bool = False, name: str = "toilbox") -> PostgresStore:
         """``pooled``: a pool of up to POOL_SIZE connections for a daemon's threads (the
         pool runs threads of its own); otherwise one connection and no thread, so that a
         one-shot command may still fork its attempts safely."""
@@ -113,7 +113,8 @@ class PostgresStore:
                 "store.url needs the PostgreSQL driver: pip install 'toilbox[postgresql]'"
             ) from None
         location = redacted_url(url)
-        settings = {**_CONNECTION, "row_factory": dict_row}
+        # The application name says which daemon a connection is (pg_stat_activity).
+        settings = {**_CONNECTION, "row_factory": dict_row, "application_name": name[:63]}
         given = _url_options(url)
         if given:  # the URL's own options (a search_path, say) are kept beside ours
             settings["options"] = f"{given} {settings['options']}"
@@ -126,7 +127,6 @@ class PostgresStore:
                 kwargs=settings,
                 timeout=POOL_WAIT_S,
                 open=False,
-                check=ConnectionPool.check_connection,
                 name="toilbox",
             )
             try:
@@ -165,7 +165,10 @@ class PostgresStore:
         try:
             with self._pool.connection() as conn:
                 yield conn
-            if probe:
+            if probe and self._down_until:
+                # Back: drop the pool's connections that died meanwhile (checked once
+                # here, not on every checkout, which would cost every claim a round trip).
+                self._pool.check()
                 self._down_until = 0.0
         except (psycopg.OperationalError, PoolTimeout) as exc:
             with self._state_lock:
@@ -315,7 +318,10 @@ class PostgresStore:
     def claim_fleet_slot(
         self, task: str, scheduled_for: str, schedule: str, lease: Lease, lease_s: float
     ) -> SlotClaim:
-        return self.claim_fleet_slots([(task, scheduled_for, schedule, lease)], lease_s)[0]
+        args = {"task": task, "slot": scheduled_for, "schedule": schedule,
+                "owner": lease.owner, "holder": lease.holder, "trigger": lease.trigger,
+                "lease_s": lease_s}
+        return _claim(self._all("claim_fleet_slot", args)[0])
 
     def claim_fleet_slots(
         self, wanted: list[tuple[str, str, str, Lease]], lease_s: float
@@ -326,6 +332,8 @@ class PostgresStore:
         tasks must be distinct (a task has one lease)."""
         if not wanted:
             return []
+        if len(wanted) == 1:
+            return [self.claim_fleet_slot(*wanted[0], lease_s)]
         owners = {lease.owner for *_, lease in wanted}
         if len(owners) != 1 or len({task for task, *_ in wanted}) != len(wanted):
             raise ValueError("claim_fleet_slots takes distinct tasks of one owner")
@@ -564,6 +572,9 @@ class OneConnection:
         with self._lock:
             if self._conn is not None:
                 self._conn.close()
+
+    def check(self) -> None:
+        """The pool's: a broken connection is made again on next use anyway."""
 
 
 def _url_options(url: str) -> str:
