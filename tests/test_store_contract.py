@@ -168,6 +168,8 @@ def test_a_slot_is_claimed_once_per_host_and_once_for_the_fleet(store):
     assert store.last_slot("t", "h1") == (at(1), "every 1m UTC")
     assert store.last_slot("t") == (at(0), "every 1m UTC")
     assert store.last_slot("other", "h1") is None
+    assert store.last_slots(["t", "other"], "h1") == {"t": (at(1), "every 1m UTC")}
+    assert store.last_slots(["t"]) == {"t": (at(0), "every 1m UTC")}
 
 
 def lease(store: Store, task: str = "t", slot: str | None = None, attempt: int = 1) -> Lease:

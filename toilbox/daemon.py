@@ -204,10 +204,14 @@ class Daemon:
     def catch_up(self, now: datetime, only: set[str] | None = None) -> None:
         """Apply each task's ``on_missed`` to the fires that passed while we were down
         (or while the store could not take their claims: ``only`` those tasks)."""
-        for task in self._scheduled(self.app):
-            if only is not None and task.name not in only:
-                continue
-            last = self.app.store().last_slot(task.name, self._slot_host(task))
+        tasks = [t for t in self._scheduled(self.app) if only is None or t.name in only]
+        store = self.app.store()
+        last_slots: dict[str, tuple[str, str]] = {}
+        for host in {self._slot_host(t) for t in tasks}:
+            names = [t.name for t in tasks if self._slot_host(t) == host]
+            last_slots.update(store.last_slots(names, host))
+        for task in tasks:
+            last = last_slots.get(task.name)
             if last is None or last[1] != slot_key(task):
                 continue  # never fired, or the schedule changed: an edit never fires a run
             trig = schedule.trigger(schedule.parse(task.schedule or ""), task.timezone)
@@ -541,8 +545,11 @@ class Daemon:
     ) -> None:
         stop = self.stops.get(task.name) or self.stop_attempts
         try:
-            for slot in slots:
+            for index, slot in enumerate(slots):
                 if stop.wait(jitter_delay(task, slot)):
+                    # Claimed, never started: say so, or the slot would vanish unrecorded.
+                    for unrun in slots[index:]:
+                        self._record_skipped(app, task, unrun, "the daemon stopped first")
                     return
                 try:
                     record = automation.run(

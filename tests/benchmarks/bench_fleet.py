@@ -83,7 +83,7 @@ def _slots() -> list[str]:
     return [utc_iso(base + timedelta(seconds=n)) for n in range(SLOTS)]
 
 
-def _claimer(kind: str, where: str, gate, results) -> None:  # noqa: ANN001 - mp objects
+def _claimer(kind: str, where: str, gate, results) -> None:
     slots = _slots()
     if kind == "bare":
         import psycopg
@@ -176,13 +176,15 @@ def claims() -> None:
 # -- daemons -----------------------------------------------------------------------------
 
 
-def _workspace(root: Path, host: str, url: str | None, tasks: int, scope: str) -> Path:
+def _workspace(
+    root: Path, host: str, url: str | None, tasks: int, scope: str, cron: str = "* * * * *"
+) -> Path:
     plugins = root / "plugins.d"
     plugins.mkdir(exist_ok=True)
     (plugins / "noop.py").write_text(NOOP)
     store = f'store: {{url: "{url}"}}\n' if url else ""
     lines = "".join(
-        f"  t{n}: {{uses: check.noop, schedule: '* * * * *', scope: {scope},"
+        f"  t{n}: {{uses: check.noop, schedule: '{cron}', scope: {scope},"
         " retry: {attempts: 1}}\n"
         for n in range(tasks)
     )
@@ -200,10 +202,10 @@ def _bare_burst(jobs: int) -> list[float]:
     lags: list[float] = []
 
     class Record(BaseExecutor):  # type: ignore[misc]
-        def submit_job(self, job, run_times):  # noqa: ANN001
+        def submit_job(self, job, run_times):
             lags.append((datetime.now(UTC) - run_times[-1]).total_seconds() * 1000)
 
-        def _do_submit_job(self, job, run_times):  # noqa: ANN001
+        def _do_submit_job(self, job, run_times):
             raise NotImplementedError
 
     scheduler = BackgroundScheduler(timezone=UTC, executors={"default": Record()},
@@ -320,11 +322,11 @@ def startup(tasks: int = 10_000, runs: int = 3) -> None:
     db = Database()
     root = Path(tempfile.mkdtemp(prefix="toilbox-bench-startup-"))
     try:
-        sqlite = _workspace(root / "sqlite", "a", None, tasks, "host") if (
-            root / "sqlite").mkdir() is None else None
-        pg = _workspace(root / "pg", "a", db.url, tasks, "fleet") if (
-            root / "pg").mkdir() is None else None
-        assert sqlite and pg
+        hourly = "every 1h"  # as bench_daemon.py's start-up; nothing fires meanwhile
+        (root / "sqlite").mkdir()
+        (root / "pg").mkdir()
+        sqlite = _workspace(root / "sqlite", "a", None, tasks, "host", hourly)
+        pg = _workspace(root / "pg", "a", db.url, tasks, "fleet", hourly)
         print(f"\n`toilbox daemon` with {tasks} tasks, start to READY, median of {runs}")
         for name, config in (("SQLite", sqlite), ("PostgreSQL (fleet tasks)", pg)):
             results = sorted(_ready(config, "a") for _ in range(runs))

@@ -110,6 +110,8 @@ class Store(ReadOnlyHistory, Protocol):
     ) -> bool:
         """Claim a scheduled fire; False if it was claimed before (by anyone, ever)."""
     def last_slot(self, task: str, host: str = "") -> tuple[str, str] | None: ...
+    def last_slots(self, tasks: list[str], host: str = "") -> dict[str, tuple[str, str]]:
+        """``last_slot`` of many tasks at once (a daemon's start-up)."""
     def claim_slots(self, wanted: list[SlotWanted]) -> list[bool]:
         """Many claims at once (a burst of fires); the answers in order."""
     def claim_fleet_slots(

@@ -143,6 +143,9 @@ class FleetStore:
         answers.update(zip(shared, self.shared.claim_slots(shared), strict=True))
         return [answers[w] for w in wanted]
 
+    def last_slots(self, tasks: list[str], host: str = "") -> dict[str, tuple[str, str]]:
+        return (self.local if host else self.shared).last_slots(tasks, host)
+
     def claim_fleet_slots(
         self, wanted: list[tuple[str, str, str, Lease]], lease_s: float
     ) -> list[SlotClaim]:

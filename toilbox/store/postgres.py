@@ -315,6 +315,10 @@ class PostgresStore:
         return [(w.task, w.host, utc_iso(datetime.fromisoformat(w.scheduled_for))) in won
                 for w in wanted]
 
+    def last_slots(self, tasks: list[str], host: str = "") -> dict[str, tuple[str, str]]:
+        rows = self._all("last_slots", {"tasks": tasks, "host": host})
+        return {r["task"]: (utc_iso(r["scheduled_for"]), r["schedule"]) for r in rows}
+
     def claim_fleet_slot(
         self, task: str, scheduled_for: str, schedule: str, lease: Lease, lease_s: float
     ) -> SlotClaim:

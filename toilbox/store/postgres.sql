@@ -291,6 +291,17 @@ WHERE task = %(task)s AND host = %(host)s
 ORDER BY scheduled_for DESC
 LIMIT 1;
 
+-- name: last_slots
+-- Each task's newest slot: one index probe per task, all in one round trip.
+SELECT t.task, s.scheduled_for, s.schedule
+FROM unnest(%(tasks)s::text[]) AS t(task)
+CROSS JOIN LATERAL (
+    SELECT scheduled_for, schedule FROM slots
+    WHERE slots.task = t.task AND slots.host = %(host)s
+    ORDER BY scheduled_for DESC
+    LIMIT 1
+) AS s;
+
 -- name: take_lease
 -- Taken when free or expired; a live lease, ours included, is not taken again.
 INSERT INTO leases (name, owner, holder, task, scheduled_for, trigger, attempt, lease_until)

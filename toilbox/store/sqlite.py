@@ -225,6 +225,10 @@ class SqliteStore:
         rows = self._query(sql.LAST_SLOT, (task, host))
         return (rows[0][0], rows[0][1]) if rows else None
 
+    def last_slots(self, tasks: list[str], host: str = "") -> dict[str, tuple[str, str]]:
+        found = {task: self.last_slot(task, host) for task in tasks}
+        return {task: slot for task, slot in found.items() if slot is not None}
+
     def claim_slots(self, wanted: list[SlotWanted]) -> list[bool]:
         """Many slots in one transaction: a burst of fires commits once."""
         now = now_iso()
