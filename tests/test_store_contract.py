@@ -86,9 +86,9 @@ def run(
 
 
 def finished(record: RunRecord, status: str = "ok", **changes) -> RunRecord:
-    return replace(record, status=status, finished_at=record.started_at, attempts=1,
-                   duration_s=0.5, summary=f"{status} now", metrics={"x": {"value": 1}},
-                   data={"k": [1, 2]}, **changes)
+    values = {"finished_at": record.started_at, "attempts": 1, "duration_s": 0.5,
+              "summary": f"{status} now", "metrics": {"x": {"value": 1}}, "data": {"k": [1, 2]}}
+    return replace(record, status=status, **{**values, **changes})
 
 
 # -- runs -----------------------------------------------------------------------------------
@@ -154,6 +154,33 @@ def test_children_running_and_windows(store):
     assert [r.run_id for r in store.runs_between(at(1.5), at(3))] == ["fix"]
     before = store.last_runs_before(at(2.5))
     assert {t: r.run_id for t, r in before.items()} == {"t": "p", "fix": "fix"}
+
+
+def test_the_status_pages_reads(store):
+    recent = datetime.now(UTC) - timedelta(hours=1)
+    for index, status in enumerate(["ok", "critical", "ok", "warning", "skipped"]):
+        started = utc_iso(recent + timedelta(minutes=index))
+        record = finished(run(f"a{index}", task="a", started_at=started), status=status,
+                          output="x" * 1000)
+        store.record(record)
+    store.record(finished(run("m", task="a", started_at=utc_iso(recent)), status="missed",
+                          data={"count": 7}))
+    store.start_run(run("lost", task="b", started_at=now_iso()))
+    store.mark_abandoned("lost", "abandoned: gone")
+    store.record(finished(run("other", task="a", host="h2", started_at=now_iso())))
+    strip = store.recent_runs(["a", "b", "none"], 3, host="h1")
+    assert [r.run_id for r in strip["a"]] == ["a4", "a3", "a2"]
+    assert strip["a"][0].output == "" and strip["a"][0].status == "skipped", "no heavy columns"
+    assert [r.run_id for r in strip["b"]] == ["lost"] and strip["none"] == []
+    assert strip["b"][0].error == {"type": "abandoned", "message": "abandoned: gone"}
+    assert [r.run_id for r in store.recent_runs(["a"], 1)["a"]] == ["other"]
+    last = store.last_with_status(["a", "b"], ["ok", "critical", "warning"], host="h1")
+    assert {s: r.run_id for s, r in last["a"].items()} == {
+        "ok": "a2", "critical": "a1", "warning": "a3"}
+    assert "b" not in last
+    since = utc_iso(recent - timedelta(minutes=1))
+    assert store.notable_since(since) == {"missed": 7, "skipped": 1, "abandoned": 1}
+    assert store.notable_since(since, host="h2") == {"missed": 0, "skipped": 0, "abandoned": 0}
 
 
 # -- slots and leases ------------------------------------------------------------------------

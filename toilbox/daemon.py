@@ -405,7 +405,7 @@ class Daemon:
         """Claim the slots, a batch at a time, and hand each task's to a worker, unless
         the task is still running (its fires are then claimed as skipped)."""
         store = app.store()
-        fired: list[tuple[Task, datetime]] = []
+        fired: list[tuple[Task, datetime, float]] = []
         with self._lock:
             busy = [(t, slots) for t, slots in plans if t.name in self.running]
             free = [(t, slots) for t, slots in plans if t.name not in self.running]
@@ -430,14 +430,14 @@ class Daemon:
                 claimed = [s for s in slots if next(answers)]
                 if claimed and self.pool is not None:
                     self._submit(app, task, claimed, trigger, leased=False)
-                    fired.append((task, claimed[-1]))
+                    fired.append((task, claimed[-1], self._lag(claimed[-1])))
             fleet = [(t, slots) for t, slots in free if app.scope_of(t) == "fleet"]
-            for task, claimed in self._claim_fleet(app, fleet, trigger):
-                if self.pool is not None:
-                    self._submit(app, task, claimed, trigger, leased=True)
-                    fired.append((task, claimed[-1]))
-        for task, slot in fired:
-            lag = (self.clock() - slot).total_seconds()
+            if fleet:
+                for task, claimed in self._claim_fleet(app, fleet, trigger):
+                    if self.pool is not None:
+                        self._submit(app, task, claimed, trigger, leased=True)
+                        fired.append((task, claimed[-1], self._lag(claimed[-1])))
+        for task, slot, lag in fired:
             log.info(
                 "task.fired",
                 task=task.name,
@@ -445,6 +445,10 @@ class Daemon:
                 trigger=trigger,
                 dispatch_lag_ms=round(lag * 1000, 3),
             )
+
+    def _lag(self, slot: datetime) -> float:
+        """Seconds from the slot to its run handed to a worker (the dispatch lag)."""
+        return (self.clock() - slot).total_seconds()
 
     def _claim_fleet(
         self, app: App, plans: list[tuple[Task, list[datetime]]], trigger: str
@@ -466,7 +470,7 @@ class Daemon:
                 rest = slots[1:]
                 more = store.claim_slots(
                     [SlotWanted(task.name, iso(s), slot_key(task), store.owner) for s in rest]
-                )
+                ) if rest else []
                 won.append((task, [slots[0], *[s for s, ok in zip(rest, more, strict=True)
                                               if ok]]))
             elif claim.outcome is Claim.BUSY:

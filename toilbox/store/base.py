@@ -171,6 +171,18 @@ class Store(ReadOnlyHistory, Protocol):
     def holder(self, name: str) -> str | None:
         """Who holds lock ``name``, in words; None when it is free."""
 
+    # -- the status page (runs read without their heavy columns) ----------------------
+    def recent_runs(
+        self, tasks: list[str], limit: int, host: str | None = None
+    ) -> dict[str, list[RunRecord]]:
+        """Each task's newest ``limit`` runs, skipped and missed ones included."""
+    def last_with_status(
+        self, tasks: list[str], statuses: list[str], host: str | None = None
+    ) -> dict[str, dict[str, RunRecord]]:
+        """Each task's newest run of each status: {task: {status: run}}."""
+    def notable_since(self, since: str, host: str | None = None) -> dict[str, int]:
+        """Since then: slots missed, runs skipped, runs abandoned."""
+
     # -- housekeeping ------------------------------------------------------------------
     def prune(self, before: str, slots_before: str, batch: int = 1000) -> int: ...
     def compact(self) -> None: ...

@@ -272,6 +272,21 @@ class FleetStore:
     def slot_runs(self, task: str, scheduled_for: str) -> list[RunRecord]:
         return self.shared.slot_runs(task, scheduled_for)
 
+    # -- the status page ---------------------------------------------------------------
+
+    def recent_runs(
+        self, tasks: list[str], limit: int, host: str | None = None
+    ) -> dict[str, list[RunRecord]]:
+        return self.shared.recent_runs(tasks, limit, host)
+
+    def last_with_status(
+        self, tasks: list[str], statuses: list[str], host: str | None = None
+    ) -> dict[str, dict[str, RunRecord]]:
+        return self.shared.last_with_status(tasks, statuses, host)
+
+    def notable_since(self, since: str, host: str | None = None) -> dict[str, int]:
+        return self.shared.notable_since(since, host)
+
     # -- housekeeping ------------------------------------------------------------------
 
     def prune(self, before: str, slots_before: str, batch: int = 1000) -> int:

@@ -526,6 +526,29 @@ class PostgresStore:
     def holder(self, name: str) -> str | None:
         return self.lease_holder(f"task:{name}") or self.lease_holder(f"lock:{name}")
 
+    # -- the status page ---------------------------------------------------------------
+
+    def recent_runs(
+        self, tasks: list[str], limit: int, host: str | None = None
+    ) -> dict[str, list[RunRecord]]:
+        out: dict[str, list[RunRecord]] = {task: [] for task in tasks}
+        for row in self._all("recent_runs", {"tasks": tasks, "host": host, "limit": limit}):
+            out[row["task"]].append(_from_lite(row))
+        return out
+
+    def last_with_status(
+        self, tasks: list[str], statuses: list[str], host: str | None = None
+    ) -> dict[str, dict[str, RunRecord]]:
+        out: dict[str, dict[str, RunRecord]] = {}
+        args = {"tasks": tasks, "statuses": statuses, "host": host}
+        for row in self._all("last_with_status", args):
+            out.setdefault(row["task"], {})[row["status"]] = _from_lite(row)
+        return out
+
+    def notable_since(self, since: str, host: str | None = None) -> dict[str, int]:
+        row = self._all("notable_since", {"since": since, "host": host})[0]
+        return {key: int(row[key]) for key in ("missed", "skipped", "abandoned")}
+
     # -- housekeeping ------------------------------------------------------------------
 
     def prune(self, before: str, slots_before: str, batch: int = 1000) -> int:
@@ -626,6 +649,15 @@ def _claim(row: dict[str, Any]) -> SlotClaim:
     if row["early_s"] > 0:
         return SlotClaim(Claim.EARLY, early_s=float(row["early_s"]))
     return SlotClaim(Claim.LOST)
+
+
+def _from_lite(row: dict[str, Any]) -> RunRecord:
+    """A run read without its heavy columns (metrics, data, details, output)."""
+    values = dict(row)
+    for column in _TIME_COLUMNS:
+        if values[column] is not None:
+            values[column] = utc_iso(values[column])
+    return RunRecord(**values)
 
 
 def _lease_row(lease: Lease, lease_s: float) -> dict[str, Any]:

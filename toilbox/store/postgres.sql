@@ -47,6 +47,8 @@ CREATE INDEX runs_started ON runs (started_at);
 CREATE INDEX runs_running ON runs (status) WHERE status = 'running';
 CREATE INDEX runs_parent ON runs (parent_run_id) WHERE parent_run_id IS NOT NULL;
 CREATE INDEX runs_host_started ON runs (host, started_at);
+CREATE INDEX runs_task_status_started ON runs (task, status, started_at);
+CREATE INDEX runs_notable ON runs (started_at) WHERE status IN ('missed', 'skipped', 'unknown');
 CREATE TABLE slots (
     task          text NOT NULL,
     host          text NOT NULL,
@@ -467,3 +469,41 @@ DELETE FROM remediations WHERE ctid IN (
 
 -- name: database_size
 SELECT pg_database_size(current_database());
+
+-- The status page: many tasks in one round trip, each an index probe.
+
+-- name: recent_runs
+SELECT r.run_id, r.task, r.task_type, r.status, r.trigger, r.started_at, r.finished_at,
+       r.scheduled_for, r.parent_run_id, r.attempts, r.duration_s, r.summary, r.error,
+       r.dry_run, r.hostname, r.pid, r.host, r.scope
+FROM unnest(%(tasks)s::text[]) AS t(task)
+CROSS JOIN LATERAL (
+    SELECT * FROM runs
+    WHERE runs.task = t.task AND (%(host)s::text IS NULL OR runs.host = %(host)s)
+    ORDER BY started_at DESC, run_id DESC
+    LIMIT %(limit)s
+) AS r
+ORDER BY r.task, r.started_at DESC, r.run_id DESC;
+
+-- name: last_with_status
+SELECT r.run_id, r.task, r.task_type, r.status, r.trigger, r.started_at, r.finished_at,
+       r.scheduled_for, r.parent_run_id, r.attempts, r.duration_s, r.summary, r.error,
+       r.dry_run, r.hostname, r.pid, r.host, r.scope
+FROM unnest(%(tasks)s::text[]) AS t(task)
+CROSS JOIN unnest(%(statuses)s::text[]) AS s(status)
+CROSS JOIN LATERAL (
+    SELECT * FROM runs
+    WHERE runs.task = t.task AND runs.status = s.status
+      AND (%(host)s::text IS NULL OR runs.host = %(host)s)
+    ORDER BY started_at DESC
+    LIMIT 1
+) AS r;
+
+-- name: notable_since
+SELECT
+    COALESCE(SUM((data ->> 'count')::integer) FILTER (WHERE status = 'missed'), 0) AS missed,
+    count(*) FILTER (WHERE status = 'skipped') AS skipped,
+    count(*) FILTER (WHERE status = 'unknown' AND error ->> 'type' = 'abandoned') AS abandoned
+FROM runs
+WHERE started_at >= %(since)s AND status IN ('missed', 'skipped', 'unknown')
+  AND (%(host)s::text IS NULL OR host = %(host)s);

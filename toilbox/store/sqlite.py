@@ -231,6 +231,8 @@ class SqliteStore:
 
     def claim_slots(self, wanted: list[SlotWanted]) -> list[bool]:
         """Many slots in one transaction: a burst of fires commits once."""
+        if not wanted:
+            return []
         now = now_iso()
         with self._transaction() as db:
             return [
@@ -484,6 +486,34 @@ class SqliteStore:
             for run in runs:
                 db.execute(sql.OUTBOX_DONE, (run.run_id, run.run_id, run.status, run.finished_at))
 
+    # -- the status page ---------------------------------------------------------------
+
+    def recent_runs(
+        self, tasks: list[str], limit: int, host: str | None = None
+    ) -> dict[str, list[RunRecord]]:
+        return {
+            task: [_from_lite(r) for r in self._query(
+                sql.RECENT_RUNS, {"task": task, "host": host, "limit": limit})]
+            for task in tasks
+        }
+
+    def last_with_status(
+        self, tasks: list[str], statuses: list[str], host: str | None = None
+    ) -> dict[str, dict[str, RunRecord]]:
+        out: dict[str, dict[str, RunRecord]] = {}
+        for task in tasks:
+            for status in statuses:
+                rows = self._query(
+                    sql.LAST_WITH_STATUS, {"task": task, "status": status, "host": host}
+                )
+                if rows:
+                    out.setdefault(task, {})[status] = _from_lite(rows[0])
+        return out
+
+    def notable_since(self, since: str, host: str | None = None) -> dict[str, int]:
+        row = self._query(sql.NOTABLE_SINCE, {"since": since, "host": host})[0]
+        return {"missed": int(row[0]), "skipped": int(row[1]), "abandoned": int(row[2])}
+
     # -- housekeeping ------------------------------------------------------------------
 
     def prune(self, before: str, slots_before: str, batch: int = 1000) -> int:
@@ -616,6 +646,14 @@ def _from_row(row: sqlite3.Row) -> RunRecord:
     values = {name: row[name] for name in _RUN_COLUMNS}
     for column in _JSON_COLUMNS:
         values[column] = json.loads(values[column]) if values[column] is not None else None
+    values["dry_run"] = bool(values["dry_run"])
+    return RunRecord(**values)
+
+
+def _from_lite(row: sqlite3.Row) -> RunRecord:
+    """A run read without its heavy columns (metrics, data, details, output)."""
+    values = {name: row[name] for name in row.keys()}  # noqa: SIM118 -- a Row, not a dict
+    values["error"] = json.loads(values["error"]) if values["error"] is not None else None
     values["dry_run"] = bool(values["dry_run"])
     return RunRecord(**values)
 

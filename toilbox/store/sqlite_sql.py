@@ -42,6 +42,14 @@ CREATE INDEX IF NOT EXISTS runs_parent ON runs (parent_run_id) WHERE parent_run_
 CREATE INDEX IF NOT EXISTS runs_host_started ON runs (host, started_at);
 """
 
+# What the status page reads: a task's newest run of each status, and the day's notable
+# runs (missed, skipped, abandoned), each an index probe or a short range.
+_PAGE_INDEXES_5 = """
+CREATE INDEX IF NOT EXISTS runs_task_status_started ON runs (task, status, started_at);
+CREATE INDEX IF NOT EXISTS runs_notable ON runs (started_at)
+    WHERE status IN ('missed', 'skipped', 'unknown');
+"""
+
 _SLOTS_V3 = """
 CREATE TABLE IF NOT EXISTS slots (
     task          TEXT NOT NULL,
@@ -176,7 +184,13 @@ CREATE TABLE IF NOT EXISTS settings (
 # A new store: incremental auto-vacuum first (it can only be chosen while the file is
 # empty), so that pruned history gives its pages back to the filesystem.
 SCHEMA = (
-    "PRAGMA auto_vacuum = INCREMENTAL;" + _RUNS + _INDEXES_5 + _SLOTS_5 + _AUTOMATION_5 + _FLEET_5
+    "PRAGMA auto_vacuum = INCREMENTAL;"
+    + _RUNS
+    + _INDEXES_5
+    + _PAGE_INDEXES_5
+    + _SLOTS_5
+    + _AUTOMATION_5
+    + _FLEET_5
 )
 
 MIGRATE_2 = "ALTER TABLE runs ADD COLUMN details TEXT NOT NULL DEFAULT '';"
@@ -224,6 +238,7 @@ ALTER TABLE check_states_5 RENAME TO check_states;
 ALTER TABLE remediations ADD COLUMN host TEXT NOT NULL DEFAULT '';
 UPDATE remediations SET host = :here;
 {_FLEET_5}
+{_PAGE_INDEXES_5}
 """  # noqa: S608 -- our own constants, no input
 
 NOTIFICATIONS_SENT_TO = "SELECT id, sent_to FROM notifications"
@@ -497,4 +512,35 @@ DELETE FROM notify_sends WHERE rowid IN (
 PRUNE_REMEDIATIONS = """
 DELETE FROM remediations WHERE rowid IN (
     SELECT rowid FROM remediations WHERE started_at < ? ORDER BY started_at LIMIT ?)
+"""
+
+# -- the status page ---------------------------------------------------------------------
+# A run without its heavy columns (metrics, data, details, output): what a table shows.
+
+RUN_LITE = """run_id, task, task_type, status, trigger, started_at, finished_at, scheduled_for,
+    parent_run_id, attempts, duration_s, summary, error, dry_run, hostname, pid, host, scope"""
+
+RECENT_RUNS = f"""
+SELECT {RUN_LITE} FROM runs
+WHERE task = :task AND (:host IS NULL OR host = :host)
+ORDER BY started_at DESC, rowid DESC
+LIMIT :limit
+"""  # noqa: S608 -- our own constants
+
+LAST_WITH_STATUS = f"""
+SELECT {RUN_LITE} FROM runs
+WHERE task = :task AND status = :status AND (:host IS NULL OR host = :host)
+ORDER BY started_at DESC
+LIMIT 1
+"""  # noqa: S608 -- our own constants
+
+NOTABLE_SINCE = """
+SELECT
+    COALESCE(SUM(CASE WHEN status = 'missed' THEN json_extract(data, '$.count') END), 0),
+    COUNT(CASE WHEN status = 'skipped' THEN 1 END),
+    COUNT(CASE WHEN status = 'unknown' AND json_extract(error, '$.type') = 'abandoned'
+               THEN 1 END)
+FROM runs
+WHERE started_at >= :since AND status IN ('missed', 'skipped', 'unknown')
+  AND (:host IS NULL OR host = :host)
 """
