@@ -121,6 +121,22 @@ class TaskConfig(_Strict):
 class HttpConfig(_Strict):
     listen: str = Field("127.0.0.1:9464", description="host:port for /healthz and /metrics")
     allow_remote: bool = Field(False, description="allow a non-loopback listen address")
+    token: str | None = Field(
+        None,
+        description="asked of every request but /healthz (Authorization: Bearer TOKEN, or"
+        " basic with any user); required with allow_remote; use ${ENV} or ${file:...}",
+    )
+
+    @model_validator(mode="after")
+    def _a_token_beyond_loopback(self) -> HttpConfig:
+        if self.allow_remote and not self.token:
+            raise ValueError(
+                "allow_remote: true needs a token (http: {token: \"${TOILBOX_HTTP_TOKEN}\"}):"
+                " the status page and /metrics are not served to the network without one"
+            )
+        if self.token is not None and len(self.token) < 16:
+            raise ValueError("the http token must be at least 16 characters")
+        return self
 
     @model_validator(mode="after")
     def _loopback_unless_allowed(self) -> HttpConfig:

@@ -107,6 +107,7 @@ class Daemon:
         self.zygote: Zygote | None = None
         self.pool: ThreadPoolExecutor | None = None
         self.http: Any = None
+        self.web_store: Any = None
 
     # -- lifecycle steps ------------------------------------------------------------
 
@@ -141,10 +142,7 @@ class Daemon:
         threading.Thread(target=self._dispatcher, name="toilbox-dispatch", daemon=True).start()
         self.scheduler.start()
         if self.app.config.http is not None:
-            from toilbox.http import HttpServer
-
-            self.http = HttpServer(self.app.config.http.listen, self.metrics.registry, self.health)
-            self.http.start()
+            self._serve_http()
         log.info(
             "daemon.started",
             tasks=len(self._scheduled(self.app)),
@@ -273,11 +271,27 @@ class Daemon:
             self.upkeep.stop()
         if self.http is not None:
             self.http.stop()
+            self.web_store.close()
         if self.zygote is not None:
             self.zygote.stop()
         self.app.close()
         self._exit.close()
         log.info("daemon.stopped")
+
+    def _serve_http(self) -> None:
+        """/healthz, /metrics and the status page, read through a store connection of
+        their own, so a page never waits on (or holds up) the scheduler's."""
+        from toilbox.store import open_store
+        from toilbox.web.server import HttpServer, StatusApp
+
+        http = self.app.config.http
+        assert http is not None  # noqa: S101 -- the caller checked
+        url = self.app.config.store.url if self.app.config.store else None
+        self.web_store = open_store(self.app.state_dir, url, self.app.host_id)
+        pages = StatusApp(lambda: self.app, self.web_store, self.metrics.registry, self.health,
+                          http.token)
+        self.http = HttpServer(http.listen, pages)
+        self.http.start()
 
     def stop_all(self) -> None:
         self.stop_attempts.set()

@@ -21,7 +21,8 @@ def next_fire(task: Task, now: datetime | None = None) -> datetime | None:
     return fire
 
 
-def explain_task(app: App, name: str) -> str:
+def explain_task(app: App, name: str, store: Store | None = None) -> str:
+    """``store``: read through this one (the status page's) rather than the app's."""
     task = app.task(name)
     lines = [f"{name} ({task.type.name})" + (f": {task.description}" if task.description else "")]
     if app.scope_of(task) == "fleet":
@@ -44,8 +45,7 @@ def explain_task(app: App, name: str) -> str:
         )
         lines.append(f"Missed fires: on_missed is {task.on_missed}.")
     try:
-        store = app.store()
-        lines.extend(_from_store(app, store, name))
+        lines.extend(_from_store(app, store or app.store(), name))
     except StateError as exc:
         held = "fleet-scope tasks do not run until it answers (they fail closed)"
         if app.fleet:

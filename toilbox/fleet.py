@@ -11,16 +11,18 @@ from collections import Counter
 from typing import Any
 
 from toilbox.app import App
+from toilbox.store import Store
 
 
-def fleet_view(app: App) -> dict[str, Any]:
-    hosts = app.store().hosts()
+def fleet_view(app: App, store: Store | None = None) -> dict[str, Any]:
+    store = store or app.store()
+    hosts = store.hosts()
     alive = [h for h in hosts if h.alive]
     usual = Counter(h.config_hash for h in (alive or hosts)).most_common(1)
     expected = usual[0][0] if usual else None
     return {
         "fleet_mode": app.fleet,
-        "store": app.store().location,
+        "store": store.location,
         "this_host": app.host_id,
         "hosts_alive": len(alive),
         "hosts_seen": len(hosts),
