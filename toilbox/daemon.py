@@ -718,7 +718,10 @@ class _Signals:
 
     def wait(self, timeout: float, fds: list[int]) -> None:
         """Sleep until a signal comes, one of ``fds`` is readable, or ``timeout``."""
-        select.select([self._read, *fds], [], [], timeout)
+        poller = select.poll()  # not select(): it fails on fd numbers past 1023
+        for fd in (self._read, *fds):
+            poller.register(fd, select.POLLIN)
+        poller.poll(timeout * 1000)
         self.collect()
 
     def collect(self) -> None:

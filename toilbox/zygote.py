@@ -201,7 +201,7 @@ class _Server:
         return _Server(int(reply[1]), sock, fds[1], our_child=False)
 
     def alive(self) -> bool:
-        if not self.exited and select.select([self.pidfd], [], [], 0)[0]:
+        if not self.exited and _readable(self.pidfd, 0):
             self.exited = True
             if self._our_child:  # the others are reaped by the zygote that forked them
                 with contextlib.suppress(ChildProcessError):
@@ -210,16 +210,28 @@ class _Server:
 
     def close(self) -> None:
         """Close our end of its socket, which ends it, and wait a while for it to go."""
-        with contextlib.suppress(OSError):
-            self._sock.close()
+        # Not while a call is using the socket: its fd number could be reused under it.
+        locked = self._lock.acquire(timeout=_STOP_WAIT_S)
+        try:
+            with contextlib.suppress(OSError):
+                self._sock.close()
+        finally:
+            if locked:
+                self._lock.release()
         if not self.exited:
-            select.select([self.pidfd], [], [], _STOP_WAIT_S)
+            _readable(self.pidfd, _STOP_WAIT_S)
         if self._our_child:
             with contextlib.suppress(ChildProcessError):
                 os.waitpid(self.pid, os.WNOHANG if self.exited else 0)
         self.exited = True
         with contextlib.suppress(OSError):
             os.close(self.pidfd)
+
+
+def _readable(fd: int, timeout: float) -> bool:
+    poller = select.poll()  # not select(): it fails on fd numbers past 1023
+    poller.register(fd, select.POLLIN)
+    return bool(poller.poll(timeout * 1000))
 
 
 def _become_zygote(daemon_pid: int) -> None:  # pragma: no cover - the zygote
