@@ -53,8 +53,8 @@ if TYPE_CHECKING:
 KILL_GRACE_S = 2.0
 # Sent to the reaper when its parent dies; a real-time signal nothing else sends.
 PARENT_DIED_SIGNAL = signal.SIGRTMIN
-STOP_SIGNALS = frozenset({signal.SIGTERM, signal.SIGINT, signal.SIGHUP})
-_WATCHED = frozenset({signal.SIGCHLD, PARENT_DIED_SIGNAL, *STOP_SIGNALS})
+_STOP_SIGNALS = frozenset({signal.SIGTERM, signal.SIGINT, signal.SIGHUP})
+_WATCHED = frozenset({signal.SIGCHLD, PARENT_DIED_SIGNAL, *_STOP_SIGNALS})
 _PR_SET_DUMPABLE = 4
 _PR_SET_CHILD_SUBREAPER = 36
 _EX_SOFTWARE = 70  # sysexits: the reaper itself failed
@@ -88,7 +88,7 @@ def fork(
 def _main(  # pragma: no cover - runs in the reaper
     spec: AttemptSpec, result_w: int, output_w: int, parent: int
 ) -> NoReturn:
-    tree = _Tree()
+    tree = _Tree(spec)
     try:
         gc.freeze()  # it never collects what it inherited: no page of it is copied
         os.setpgid(0, 0)
@@ -115,7 +115,8 @@ def _main(  # pragma: no cover - runs in the reaper
 class _Tree:  # pragma: no cover - runs in the reaper
     """The reaper's descendants: the plugin's process and everything it started."""
 
-    def __init__(self) -> None:
+    def __init__(self, spec: AttemptSpec) -> None:
+        self.spec = spec
         self.plugin = 0
         self.status: int | None = None  # the plugin process's wait status, once reaped
 
@@ -169,8 +170,13 @@ class _Tree:  # pragma: no cover - runs in the reaper
         deadline = time.monotonic() + KILL_GRACE_S
         while self.reap():
             if time.monotonic() > deadline:
-                survivors = [p.pid for p in _descendants()]
-                log.warning("attempt.processes_survived", pids=survivors, reaper=os.getpid())
+                log.warning(
+                    "attempt.processes_survived",
+                    task=self.spec.task,
+                    run_id=self.spec.run_id,
+                    attempt=self.spec.attempt,
+                    pids=[p.pid for p in _descendants()],
+                )
                 return
             self.signal_all(signal.SIGKILL)
             signal.sigtimedwait({signal.SIGCHLD}, 0.1)
