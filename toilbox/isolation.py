@@ -115,7 +115,7 @@ def _fork(spec: AttemptSpec) -> _Child:
     for stream in (sys.stdout, sys.stderr):
         stream.flush()  # or the child would print the parent's buffered text again
     child.libc()  # loaded once here, not in every child
-    pid = reaper.fork(spec, result_w, output_w)
+    pid = reaper.fork(spec, result_w, output_w, close_in_child=(result_r, output_r))
     os.close(result_w)
     os.close(output_w)
     sentinel = os.pidfd_open(pid)
