@@ -1,6 +1,6 @@
-"""The child side of an attempt: run the task, write one JSON answer, exit.
+"""The plugin's side of an attempt: run the task, write one JSON answer, exit.
 
-Everything here runs in the attempt's own process, started by ``isolation``.
+Everything here runs in the attempt's plugin process, forked by its reaper (``reaper``).
 """
 
 from __future__ import annotations
@@ -23,25 +23,30 @@ if TYPE_CHECKING:
     from toilbox.models import AttemptSpec
 
 DETAILS_LIMIT = 64 * 1024
-_PR_SET_PDEATHSIG = 1
-# Sent to the child when its parent dies: the child's handler takes its whole group down.
-PARENT_DIED_SIGNAL = signal.SIGRTMIN
+PR_SET_PDEATHSIG = 1
 
 
 def child_main(  # pragma: no cover - runs in the child
-    spec: AttemptSpec, result_w: int, output_w: int, parent: int
+    spec: AttemptSpec, result_w: int, output_w: int, reaper: int
 ) -> None:
-    """The child's whole life: run the task, write one JSON answer, exit. Never returns."""
+    """The plugin process's whole life: run the task, write one JSON answer, exit.
+
+    ``reaper`` is the pid of its parent, the attempt's reaper.  Never returns.
+    """
     code = 0
     # What the child inherited is never garbage to it: keep the collector from walking
     # (and so copying) the parent's whole heap on the child's first collection.
     gc.freeze()
     try:
-        os.setpgid(0, 0)
-        _die_with_parent(parent)
+        # The reaper takes the plugin's descendants down; if the reaper itself is killed,
+        # this process goes with it.
+        if prctl(PR_SET_PDEATHSIG, signal.SIGKILL) and os.getppid() != reaper:
+            os._exit(1)
         signal.signal(signal.SIGINT, signal.SIG_DFL)
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
         signal.signal(signal.SIGHUP, signal.SIG_DFL)
+        # The reaper blocks the signals it waits for; plugin code starts with none blocked.
+        signal.pthread_sigmask(signal.SIG_SETMASK, set())
         locks.close_inherited()
         # Plugin logs go where toilbox logs go; plain prints are captured as output.
         terminal = os.fdopen(
@@ -142,16 +147,12 @@ def libc() -> Any:
         return None
 
 
-def _die_with_parent(parent: int) -> None:  # pragma: no cover - runs in the child
-    """If toilbox dies (even by SIGKILL), take this attempt's whole group down with it."""
+def prctl(option: int, value: int) -> bool:
+    """Linux's prctl(2) with one argument; False where it is not available or fails."""
+    import ctypes
 
-    def parent_died(signum: int, frame: object) -> None:
-        os.killpg(0, signal.SIGKILL)
-
-    signal.signal(PARENT_DIED_SIGNAL, parent_died)
-    libc_handle = libc()
-    if libc_handle is None or not hasattr(libc_handle, "prctl"):
-        return  # not Linux: a dead parent leaves the attempt to finish on its own
-    libc_handle.prctl(_PR_SET_PDEATHSIG, int(PARENT_DIED_SIGNAL), 0, 0, 0)
-    if os.getppid() != parent:  # the parent died before prctl took effect
-        os.killpg(0, signal.SIGKILL)
+    handle = libc()
+    if handle is None or not hasattr(handle, "prctl"):
+        return False  # not Linux: the guarantees that need it are documented as Linux-only
+    zero = ctypes.c_ulong(0)
+    return bool(handle.prctl(option, ctypes.c_ulong(value), zero, zero, zero) == 0)

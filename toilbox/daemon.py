@@ -19,6 +19,7 @@ import collections
 import contextlib
 import hashlib
 import os
+import select
 import signal
 import socket
 import threading
@@ -39,11 +40,12 @@ from toilbox.config import Task
 from toilbox.errors import AlreadyRunning, RunFenced, StateError, ToilboxError
 from toilbox.metrics import DaemonMetrics
 from toilbox.models import Claim, Lease, RunRecord, SlotWanted, now_iso, utc_iso
-from toilbox.zygote import Zygote
+from toilbox.zygote import Zygote, ZygoteError
 
 log = structlog.get_logger("toilbox.daemon")
 DAEMON_LOCK = "_daemon"  # task names start with a letter or digit, so this never collides
 HEARTBEAT_S = 5.0
+SHUTDOWN_POLL_S = 0.1  # how soon a second SIGTERM cuts the grace short
 FLEET_TRIGGERS_TAKEN_OVER = ("schedule", "catch-up")
 FLEET_KINDS_TAKEN_OVER = ("check", "report")
 
@@ -255,15 +257,26 @@ class Daemon:
             log.warning("config.reload_plugins_not_loaded", plugins=stale, fix="restart the daemon")
         return True
 
-    def shutdown(self, grace: float | None = None) -> None:
-        """Stop firing; give running tasks ``shutdown_grace`` to finish, then kill them."""
+    def shutdown(self, grace: float | None = None, hurry: Callable[[], bool] | None = None) -> None:
+        """Stop firing; give running tasks ``shutdown_grace`` to finish, then kill them.
+
+        ``hurry`` is asked while waiting: once it returns True (a second SIGTERM or
+        SIGINT), the wait ends at once.
+        """
         grace = self.app.config.shutdown_grace if grace is None else grace
         if self.scheduler is not None and self.scheduler.running:
             self.scheduler.shutdown(wait=False)
         self._fires.clear()  # fires not yet claimed stay unclaimed: catch-up sees them
-        in_flight = list(self.running.values())
+        pending = set(self.running.values())
         log.info("daemon.stopping", running=sorted(self.running), grace_s=grace)
-        if in_flight and wait_for(in_flight, timeout=grace).not_done:
+        deadline = time.monotonic() + grace
+        while pending and time.monotonic() < deadline:
+            if hurry is not None and hurry():
+                log.warning("daemon.grace_cut_short", running=sorted(self.running))
+                break
+            slice_s = min(deadline - time.monotonic(), SHUTDOWN_POLL_S)
+            pending = wait_for(pending, timeout=max(slice_s, 0)).not_done
+        if pending:
             self.stop_all()  # attempts are killed and recorded as interrupted
         if self.pool is not None:
             self.pool.shutdown(wait=True)
@@ -703,27 +716,64 @@ def _final_record(
     )
 
 
+class _Signals:
+    """The signals received, in order, as requests: "stop" or "reload".
+
+    Python's C-level handler writes each signal's number to a wake-up pipe
+    (``signal.set_wakeup_fd``): that is the record, made without a lock or an allocation,
+    and it wakes the main loop.  The Python-level handler has nothing left to do.
+    """
+
+    def __init__(self) -> None:
+        self._read, self.wakeup_fd = os.pipe()
+        os.set_blocking(self._read, False)
+        os.set_blocking(self.wakeup_fd, False)
+        self.requests: list[str] = []
+
+    def wait(self, timeout: float, fds: list[int]) -> None:
+        """Sleep until a signal comes, one of ``fds`` is readable, or ``timeout``."""
+        poller = select.poll()  # not select(): it fails on fd numbers past 1023
+        for fd in (self._read, *fds):
+            poller.register(fd, select.POLLIN)
+        poller.poll(timeout * 1000)
+        self.collect()
+
+    def collect(self) -> None:
+        while True:
+            try:
+                received = os.read(self._read, 512)
+            except BlockingIOError:
+                return
+            if not received:
+                return
+            self.requests += ["reload" if s == signal.SIGHUP else "stop" for s in received]
+
+    def stop_again(self) -> bool:
+        """A stop is (still) asked for: polled while the shutdown waits."""
+        self.collect()
+        return "stop" in self.requests
+
+    def close(self) -> None:
+        os.close(self._read)
+        os.close(self.wakeup_fd)
+
+
+def _noted(signum: int, frame: object) -> None:
+    """Installed so that the signal does not kill us; the wake-up pipe has noted it."""
+
+
 @contextlib.contextmanager
-def _signals(
-    requests: list[str], wake: threading.Event, on_second_stop: Callable[[], None]
-) -> Iterator[None]:
-    """Signal handlers only note the request and wake the main loop."""
-
-    def handler(signum: int, frame: object) -> None:
-        request = "reload" if signum == signal.SIGHUP else "stop"
-        if request == "stop" and "stop" in requests:
-            on_second_stop()  # a second Ctrl-C: stop waiting for running tasks
-        requests.append(request)
-        wake.set()
-
-    previous = {
-        s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
-    }
+def _signals() -> Iterator[_Signals]:
+    inbox = _Signals()
+    previous_fd = signal.set_wakeup_fd(inbox.wakeup_fd, warn_on_full_buffer=False)
+    previous = {s: signal.signal(s, _noted) for s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)}
     try:
-        yield
+        yield inbox
     finally:
         for signum, old in previous.items():
             signal.signal(signum, old)
+        signal.set_wakeup_fd(previous_fd)
+        inbox.close()
 
 
 def serve(config_option: str | None) -> int:
@@ -732,29 +782,31 @@ def serve(config_option: str | None) -> int:
 
     notifier = Notifier()
     daemon = Daemon(config_option)
-    requests: list[str] = []
-    wake = threading.Event()
-    with _signals(requests, wake, daemon.stop_all):
+    with _signals() as inbox:
         daemon.start()
         notifier.ready()
         while True:
-            wake.wait(notifier.watchdog_interval(HEARTBEAT_S))
-            wake.clear()
+            fds = daemon.zygote.fds() if daemon.zygote is not None else []
+            inbox.wait(notifier.watchdog_interval(HEARTBEAT_S), fds)
             daemon.heartbeat = time.monotonic()
-            if daemon.zygote is not None and not daemon.zygote.alive():
+            try:
+                if daemon.zygote is not None:
+                    daemon.zygote.revive()  # a dead zygote is replaced by its spare
+            except ZygoteError as exc:
                 log.error(
                     "zygote.died",
-                    error="no attempt can start; stopping so a supervisor restarts the daemon",
+                    error=f"{exc}: no attempt can start; stopping so a supervisor restarts "
+                    "the daemon",
                 )
                 notifier.stopping()
                 daemon.shutdown(grace=0)
                 return 1
             if daemon.healthy():
                 notifier.watchdog()
-            while requests:
-                if requests.pop(0) == "stop":
+            while inbox.requests:
+                if inbox.requests.pop(0) == "stop":
                     notifier.stopping()
-                    daemon.shutdown()
+                    daemon.shutdown(hurry=inbox.stop_again)
                     return 0
                 notifier.reloading()
                 daemon.reload()

@@ -1,9 +1,12 @@
-"""Run one attempt of a task in a child process, in its own process group.
+"""Run one attempt of a task in child processes that cannot outlive it.
 
-The child gets a deadline.  On expiry its whole group (the plugin and anything it
-started) gets SIGTERM, then SIGKILL after a short grace.  Whatever the plugin does
-(hang, crash the interpreter, print without end, return garbage) the parent gets an
-Outcome back and goes on.
+Each attempt is a reaper process and the plugin's process under it (see ``reaper``):
+the reaper is a child subreaper, so everything the plugin starts stays its descendant,
+even through ``setsid`` or a double fork, and the reaper ends all of it before it exits.
+The attempt gets a deadline.  On expiry (or when told to stop) the reaper gets SIGTERM:
+every descendant gets SIGTERM, then SIGKILL after a short grace.  Whatever the plugin
+does (hang, crash the interpreter, print without end, return garbage, leave processes
+behind) the parent gets an Outcome back and goes on.
 
 Start method: ``toilbox run`` has a single thread, so a plain ``os.fork`` is safe
 and the cheapest there is (the child shares the already-imported plugins).  A
@@ -27,13 +30,16 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from toilbox import child
+from toilbox import child, reaper
 
 if TYPE_CHECKING:
     from toilbox.models import AttemptSpec
     from toilbox.zygote import Zygote
 
-KILL_GRACE_S = 2.0
+KILL_GRACE_S = reaper.KILL_GRACE_S
+# How long past its own grace the reaper may take to kill and reap the tree, before we
+# kill the reaper itself (its plugin process dies with it).
+REAPER_MARGIN_S = 3.0
 OUTPUT_LIMIT = 64 * 1024
 RESULT_LIMIT = 64 * 1024 * 1024
 
@@ -62,13 +68,13 @@ class Outcome:
 
 @dataclass
 class _Child:
-    """A started attempt: its pid (also its process group), and how to wait for it."""
+    """A started attempt: its reaper's pid (also its process group), how to wait for it."""
 
     pid: int
-    sentinel: int  # readable once the child has exited
+    sentinel: int  # the reaper's pidfd: readable once it has exited
     result_r: int
     output_r: int
-    reap: Callable[[], tuple[int | None, int]]  # -> (killed by signal, exit code)
+    reap: Callable[[], int | None]  # -> the reaper's wait status; None if it was lost
     cleanup: Callable[[], None]
 
 
@@ -84,14 +90,22 @@ def run_attempt(
     single thread; a process with threads passes the zygote it forked early on.
     """
     started = time.monotonic()
-    attempt = _fork(spec) if zygote is None else _from_zygote(spec, zygote)
+    if zygote is None:
+        attempt = _fork(spec)
+    else:
+        from toilbox.zygote import ZygoteError
+
+        try:
+            attempt = _from_zygote(spec, zygote)
+        except ZygoteError as exc:  # transient: the next attempt goes to the spare zygote
+            return Outcome("crashed", f"the attempt could not start: {exc}")
     try:
         outcome = _supervise(attempt, started + timeout, stop)
     finally:
         attempt.cleanup()
     outcome.duration_s = time.monotonic() - started
     if outcome.kind == "timeout":
-        outcome.message = f"timed out after {timeout:g}s; process group killed"
+        outcome.message = f"timed out after {timeout:g}s; the task's processes were killed"
     return outcome
 
 
@@ -101,23 +115,13 @@ def _fork(spec: AttemptSpec) -> _Child:
     for stream in (sys.stdout, sys.stderr):
         stream.flush()  # or the child would print the parent's buffered text again
     child.libc()  # loaded once here, not in every child
-    parent = os.getpid()
-    pid = os.fork()
-    if pid == 0:  # pragma: no cover - the child; measured through its outcome
-        os.close(result_r)
-        os.close(output_r)
-        child.child_main(spec, result_w, output_w, parent)
+    pid = reaper.fork(spec, result_w, output_w, close_in_child=(result_r, output_r))
     os.close(result_w)
     os.close(output_w)
-    with contextlib.suppress(PermissionError, ProcessLookupError):
-        os.setpgid(pid, pid)  # also done in the child: whichever runs first wins the race
     sentinel = os.pidfd_open(pid)
 
-    def reap() -> tuple[int | None, int]:
-        status = os.waitpid(pid, 0)[1]
-        if os.WIFSIGNALED(status):
-            return os.WTERMSIG(status), -1
-        return None, os.WEXITSTATUS(status)
+    def reap() -> int | None:
+        return os.waitpid(pid, 0)[1]
 
     def cleanup() -> None:
         with contextlib.suppress(ChildProcessError):
@@ -142,21 +146,16 @@ def _from_zygote(spec: AttemptSpec, zygote: Zygote) -> _Child:
     finally:
         os.close(result_w)
         os.close(output_w)
-    sentinel = os.pidfd_open(pid)  # the zygote keeps the child unreaped until we ask
-    reaped: list[int] = []
+    sentinel = os.pidfd_open(pid)  # the zygote keeps the reaper unreaped until we ask
+    reaped: list[int | None] = []
 
-    def reap() -> tuple[int | None, int]:
+    def reap() -> int | None:
         if not reaped:
             try:
                 reaped.append(zygote.reap(pid))
             except ZygoteError:
-                reaped.append(-1)  # the status died with the zygote; the answer may remain
-        status = reaped[0]
-        if status < 0:
-            return None, -1
-        if os.WIFSIGNALED(status):
-            return os.WTERMSIG(status), -1
-        return None, os.WEXITSTATUS(status)
+                reaped.append(None)  # the status died with the zygote; the answer may remain
+        return reaped[0]
 
     def cleanup() -> None:
         reap()
@@ -178,15 +177,15 @@ def _supervise(attempt: _Child, deadline: float, stop: threading.Event | None) -
         while not exited:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                _kill_group(attempt)
+                _stop(attempt)
                 return Outcome("timeout", output=output.text())
             if stop is not None and stop.is_set():
-                _kill_group(attempt)
+                _stop(attempt)
                 return Outcome("interrupted", "stopped by shutdown", output=output.text())
             try:
                 events = selector.select(min(remaining, 0.25) if stop else remaining)
             except KeyboardInterrupt:
-                _kill_group(attempt)
+                _stop(attempt)
                 return Outcome("interrupted", "interrupted", output=output.text())
             for key, _ in events:
                 if key.data is None:
@@ -200,42 +199,36 @@ def _supervise(attempt: _Child, deadline: float, stop: threading.Event | None) -
                         answer += chunk
                 else:
                     output.add(chunk)
-        # The child has exited but is not reaped, so its pid (and group id) cannot be
-        # reused yet: it is safe to kill whatever it left running in its group, which
-        # also closes any copy of the pipes those leftovers held.
-        _signal_group(attempt.pid, signal.SIGKILL)
-        # The child wrote its answer before exiting; a copy of the pipe kept by something
-        # that escaped the group must not make us wait for an EOF that never comes.
+        # The reaper exits only once the whole tree is gone, so nothing can still hold
+        # the pipes: what is in them is all there is.
         _drain(attempt.result_r, answer, nonblocking=True)
         _drain(attempt.output_r, output, nonblocking=True)
-        signum, code = attempt.reap()
+        status = attempt.reap()
     finally:
         selector.close()
-    return _outcome(signum, code, bytes(answer), output.text())
+    return _outcome(status, bytes(answer), output.text())
 
 
-def _signal_group(pid: int, signum: int) -> None:
-    try:
-        os.killpg(pid, signum)
-    except ProcessLookupError:
-        # A child from the fork server may not have made its own group yet.
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signum)
-    except PermissionError:
-        pass
+def _stop(attempt: _Child) -> None:
+    """Have the reaper end the attempt's tree (SIGTERM, a grace, SIGKILL) and wait for it.
 
-
-def _kill_group(attempt: _Child) -> None:
-    """SIGTERM the group, wait a short grace for the child, then SIGKILL the group."""
-    _signal_group(attempt.pid, signal.SIGTERM)
+    The reaper is signalled through its pidfd, never by pid: a zygote that died may have
+    left it to init, which reaps it, and its pid may then belong to someone else.
+    """
+    _send(attempt, signal.SIGTERM)
     ready = selectors.DefaultSelector()
     try:
         ready.register(attempt.sentinel, selectors.EVENT_READ)
-        ready.select(KILL_GRACE_S)
+        if not ready.select(KILL_GRACE_S + REAPER_MARGIN_S):
+            _send(attempt, signal.SIGKILL)  # the reaper is stuck: its plugin dies with it
     finally:
         ready.close()
-    _signal_group(attempt.pid, signal.SIGKILL)
     attempt.reap()
+
+
+def _send(attempt: _Child, signum: int) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        signal.pidfd_send_signal(attempt.sentinel, signum)
 
 
 def _drain(fd: int, sink: Any, nonblocking: bool = False) -> None:
@@ -255,7 +248,7 @@ def _drain(fd: int, sink: Any, nonblocking: bool = False) -> None:
             sink.add(chunk)
 
 
-def _outcome(signum: int | None, code: int, answer: bytes, output: str) -> Outcome:
+def _outcome(status: int | None, answer: bytes, output: str) -> Outcome:
     if answer:
         try:
             message = json.loads(answer)
@@ -269,14 +262,21 @@ def _outcome(signum: int | None, code: int, answer: bytes, output: str) -> Outco
             output=output,
             details={"traceback": message["traceback"]} if "traceback" in message else {},
         )
-    if signum is not None:
+    if status is None:
+        return Outcome(
+            "crashed", "the zygote died during the attempt; its processes died too", output=output
+        )
+    if os.WIFSIGNALED(status):
+        signum = os.WTERMSIG(status)
         try:
             name = signal.Signals(signum).name
         except ValueError:
             name = f"signal {signum}"
         return Outcome("crashed", f"the task process was killed by {name}", output=output)
     return Outcome(
-        "crashed", f"the task process exited with code {code} without a result", output=output
+        "crashed",
+        f"the task process exited with code {os.WEXITSTATUS(status)} without a result",
+        output=output,
     )
 
 

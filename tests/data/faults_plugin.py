@@ -22,6 +22,36 @@ class Params(BaseModel):
     marker: str | None = None
     fail_times: int = 0
     state_file: str | None = None
+    # Processes to start, before acting, that try to outlive the attempt (see _escape).
+    escapes: list[str] = []
+
+
+def _escape(kind: str) -> int:
+    """Start a `sleep 1000` that leaves the task's process group; its pid.
+
+    ``setsid``: a child in a session of its own.  ``double-fork``: the daemon's way (fork,
+    setsid, fork, the middle one exits), so it is re-parented away from the task.
+    ``ignore-term``: the same, and it ignores SIGTERM.
+    """
+    if kind == "setsid":
+        return subprocess.Popen(["sleep", "1000"], start_new_session=True).pid
+    read, write = os.pipe()
+    middle = os.fork()
+    if middle == 0:
+        try:
+            os.setsid()
+            grandchild = os.fork()
+            if grandchild == 0:
+                if kind == "ignore-term":
+                    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # kept across exec
+                os.execvp("sleep", ["sleep", "1000"])  # noqa: S606 -- fixed argv
+            os.write(write, str(grandchild).encode())
+        finally:
+            os._exit(0)
+    os.close(write)
+    os.waitpid(middle, 0)
+    with os.fdopen(read) as pipe:
+        return int(pipe.read())
 
 
 def act(ctx: toilbox.TaskContext, params: Params) -> toilbox.Result:
@@ -31,6 +61,12 @@ def act(ctx: toilbox.TaskContext, params: Params) -> toilbox.Result:
         with Path(params.marker).open("a") as marker:
             marker.write(f"{os.getpid()}\n")
     ctx.log.info("faults.acting", mode=params.mode, secret_echo=params.summary)
+    if params.escapes and params.marker:
+        # One file per attempt, written whole: "kind pid" per line.
+        escaped = "".join(f"{kind} {_escape(kind)}\n" for kind in params.escapes)
+        target = f"{params.marker}.escaped.{os.getpid()}"
+        Path(f"{target}.tmp").write_text(escaped)
+        Path(f"{target}.tmp").rename(target)
     if params.mode == "hang":
         child = subprocess.Popen(["sleep", "1000"])
         if params.marker:
