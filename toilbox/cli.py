@@ -316,7 +316,7 @@ def fleet(obj: _Obj, as_json: bool) -> None:
     from toilbox.fleet import fleet_view
 
     view = fleet_view(obj.app())
-    click.echo(json.dumps(view) if as_json else render.fleet(view))
+    click.echo(json.dumps(view) if as_json else render.fleet(printable(view)))
 
 
 @cli.command()
