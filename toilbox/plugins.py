@@ -337,24 +337,26 @@ def _plugin_dir_plugins(directory: Path) -> list[tuple[PluginInfo, ModuleType | 
         info.error = "plugin directory does not exist"
         return [(info, None)]
     as_root = os.geteuid() == 0
-    if as_root:  # root runs what is found here: nobody else may be able to change it
-        directory = trust.require(directory, "to load plugins as root from")
+    # As root, what is found here runs as root: nobody else may be able to change it.
+    # The files are then read from the directory judged, not through a symlink again.
+    real = trust.require(directory, "to load plugins as root from") if as_root else directory
     found: list[tuple[PluginInfo, ModuleType | None]] = []
-    for path in sorted(directory.glob("*.py")):
-        info = PluginInfo(name=path.stem, source="plugin dir", location=str(path))
+    for path in sorted(real.glob("*.py")):
+        shown = directory / path.name
+        info = PluginInfo(name=path.stem, source="plugin dir", location=str(shown))
         # A stable module name lets a child process re-import the file and pickle refer to it.
         module_name = PLUGIN_DIR_PREFIX + re.sub(r"\W", "_", path.stem)
         module = None
         source = trust.require(path, "to load a plugin as root from") if as_root else path
         if not source.is_file():  # a fifo would hang the import, a directory cannot be one
-            info.error = f"{path} is not a regular file"
+            info.error = f"{shown} is not a regular file"
             found.append((info, None))
             continue
         try:
             loader = _SourceOnlyLoader(module_name, str(source))
             spec = importlib.util.spec_from_file_location(module_name, source, loader=loader)
             if spec is None or spec.loader is None:
-                raise ImportError(f"cannot load {path}")
+                raise ImportError(f"cannot load {shown}")
             module = importlib.util.module_from_spec(spec)
             sys.modules[module_name] = module
             spec.loader.exec_module(module)
