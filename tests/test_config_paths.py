@@ -172,6 +172,7 @@ def test_a_reports_relative_target_is_written_next_to_the_config(toilbox, etc, t
         tasks:
           daily: {uses: report.summary, with: {to: ["reports/daily.md", "-"], format: markdown}}
     """)
+    (etc / "reports").mkdir()  # a missing directory is not created unasked (issue 11)
     done = toilbox("-c", str(config), "run", "daily", "--json")
     assert json.loads(done.out.splitlines()[-1])["data"]["written"] == [
         str(etc / "reports" / "daily.md"), "stdout"

@@ -38,3 +38,43 @@ def test_contextvars_bind_task_and_run_to_every_line():
     inside, outside = (json.loads(line) for line in stream.getvalue().splitlines())
     assert (inside["task"], inside["run_id"], inside["attempt"]) == ("disk", "r-1", 2)
     assert "task" not in outside
+
+
+def test_keys_are_redacted_as_well_as_values():
+    stream = io.StringIO()
+    log.configure("json", "info", stream)
+    log.add_secrets(["k3y-in-a-label"])
+    structlog.get_logger("t").info(
+        "perfdata",
+        metrics={"disk_k3y-in-a-label": {"value": 1}, "plain": 2},
+        data={"nested": {"k3y-in-a-label": ["k3y-in-a-label"]}},
+        **{"top-k3y-in-a-label": 1},
+    )
+    line = json.loads(stream.getvalue())
+    assert line["metrics"] == {"disk_***": {"value": 1}, "plain": 2}
+    assert line["data"] == {"nested": {"***": ["***"]}}
+    assert line["top-***"] == 1
+    assert "k3y-in-a-label" not in stream.getvalue()
+
+
+def test_keys_that_differ_only_by_a_secret_are_both_kept():
+    log.add_secrets(["tw0-secret-a", "tw0-secret-b"])
+    assert log.redact({"x-tw0-secret-a": 1, "x-tw0-secret-b": 2}) == {"x-***": 1, "x-*** (2)": 2}
+
+
+def test_a_value_too_short_to_be_a_secret_is_never_redacted():
+    """A "2" or a port would be starred inside timestamps and addresses, and the stars'
+    pattern would give it away."""
+    stream = io.StringIO()
+    log.configure("json", "info", stream)
+    log.add_secrets(["2", "5432", "1234567"])
+    structlog.get_logger("t").info("connect", to="db.internal:5432", at="2026-02-22T12:34:56Z")
+    line = json.loads(stream.getvalue())
+    assert line["to"] == "db.internal:5432"
+    assert line["at"] == "2026-02-22T12:34:56Z"
+    assert "***" not in stream.getvalue()
+
+
+def test_every_secret_becomes_the_same_three_stars_whatever_its_length():
+    log.add_secrets(["eight-ch", "a-much-longer-secret-of-40-characters-xx"])
+    assert log.redact("a=eight-ch b=a-much-longer-secret-of-40-characters-xx") == "a=*** b=***"

@@ -70,6 +70,7 @@ def test_plugin_dir_files_are_loaded(tmp_path):
          "    register('check.disk', print, params=dict)\n",
          "params must be a pydantic BaseModel subclass"),
         ("1/0\n", "ZeroDivisionError"),
+        ("import sys\nsys.exit(4)\n", "SystemExit: 4"),
     ],
 )
 def test_a_broken_plugin_is_isolated(tmp_path, body, error):

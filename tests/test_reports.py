@@ -241,7 +241,7 @@ def test_the_task_type_writes_dated_files_and_honours_dry_run(history, tmp_path)
     config["state_dir"] = own_copy(history, tmp_path)
     config["tasks"] = {"daily": {"uses": "report.summary", "with": {
         "window": "24h", "format": "markdown", "to": [str(tmp_path / "out" / "day-{date}.md")],
-    }}}
+    }}, "elsewhere": {"uses": "report.summary", "with": {"to": [str(tmp_path / "no" / "r.md")]}}}
     path = tmp_path / "report-task.yaml"
     path.write_text(yaml.safe_dump(config))
     app = load_app(str(path))
@@ -249,13 +249,19 @@ def test_the_task_type_writes_dated_files_and_honours_dry_run(history, tmp_path)
         dry = runner.run_task(app, "daily", dry_run=True)
         assert dry.status == "ok", dry.summary
         assert not (tmp_path / "out").exists()
+        (tmp_path / "out").mkdir()  # a missing directory is not created unasked: see below
         done = runner.run_task(app, "daily")
+        missing = runner.run_task(app, "elsewhere")
     finally:
         app.close()
     target = tmp_path / "out" / f"day-{datetime.now(UTC):%Y-%m-%d}.md"
     assert done.summary == f"1 task needs attention: queue; written to {target}"
     assert done.data["attention"][0]["task"] == "queue"
     assert target.read_text().startswith("# toilbox report")
+    assert missing.status == "critical"
+    assert missing.summary == (f"cannot write {tmp_path}/no/r.md: directory {tmp_path}/no does"
+                               " not exist (it is not created)")
+    assert not (tmp_path / "no").exists()
 
 
 def test_the_report_keeps_the_plugin_contract(toilbox_contract):

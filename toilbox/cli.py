@@ -12,6 +12,9 @@ import click
 from toilbox import __version__, render
 from toilbox.errors import EXIT_UNKNOWN, ToilboxError
 from toilbox.result import Status
+from toilbox.terminal import printable
+
+MAX_LIMIT = 2**63 - 1  # what a database counts rows in
 
 
 class _Obj:
@@ -111,7 +114,7 @@ def run(obj: _Obj, task: str, dry_run: bool, force: bool, as_json: bool) -> int:
     if as_json:
         click.echo(json.dumps(record.to_json()))
     else:
-        click.echo(render.run_result(record))
+        click.echo(render.run_result(printable(record)))
     return Status.from_label(record.status).value
 
 
@@ -131,7 +134,7 @@ def explain(obj: _Obj, task: str) -> None:
     """Say in plain words why TASK did or did not run, and when it runs next."""
     from toilbox.explain import explain_task
 
-    click.echo(explain_task(obj.app(), task))
+    click.echo(printable(explain_task(obj.app(), task)))
 
 
 @cli.command()
@@ -141,8 +144,10 @@ def validate(obj: _Obj) -> None:
     app = obj.app()
     for plugin in app.plugins.plugins:
         if plugin.error:
-            click.echo(f"toilbox: warning: plugin {plugin.name} is broken: {plugin.error}",
-                       err=True)
+            warning = f"toilbox: warning: plugin {plugin.name} is broken: {plugin.error}"
+            click.echo(printable(warning), err=True)
+    for note in app.loaded.plain_values:
+        click.echo(f"toilbox: note: {note}", err=True)
     count = len(app.tasks)
     click.echo(f"{app.loaded.path}: ok ({count} task{'' if count == 1 else 's'})")
 
@@ -208,7 +213,7 @@ def plugins(obj: _Obj, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(infos))
         return
-    click.echo(render.plugins(infos))
+    click.echo(render.plugins(printable(infos)))
 
 
 @cli.command()
@@ -254,7 +259,7 @@ def resume(obj: _Obj, remediation: bool) -> None:
 
 @cli.command()
 @click.argument("task", required=False)
-@click.option("--limit", default=20, show_default=True, type=click.IntRange(min=1))
+@click.option("--limit", default=20, show_default=True, type=click.IntRange(min=1, max=MAX_LIMIT))
 @click.option(
     "--chain",
     "chain_of",
@@ -273,7 +278,7 @@ def history(
         from toilbox.automation import chain
 
         story = chain(app.store(), chain_of)
-        click.echo(json.dumps(story) if as_json else render.chain(story))
+        click.echo(json.dumps(story) if as_json else render.chain(printable(story)))
         return
     if task is not None:
         app.task(task)
@@ -281,6 +286,7 @@ def history(
     if as_json:
         click.echo(json.dumps([r.to_json(history=True) for r in records]))
         return
+    records = printable(records)
     click.echo(
         render.table(
             ["STARTED", "TASK", "HOST", "STATUS", "TRIGGER", "TRIES", "SECONDS", "SUMMARY"],
@@ -310,7 +316,7 @@ def fleet(obj: _Obj, as_json: bool) -> None:
     from toilbox.fleet import fleet_view
 
     view = fleet_view(obj.app())
-    click.echo(json.dumps(view) if as_json else render.fleet(view))
+    click.echo(json.dumps(view) if as_json else render.fleet(printable(view)))
 
 
 @cli.command()
@@ -402,8 +408,15 @@ def main(argv: list[str] | None = None) -> NoReturn:
         sys.exit(exc.exit_code)
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)
+    except click.exceptions.NoArgsIsHelpError as exc:
+        exc.show()  # the help text, for `toilbox` alone
+        sys.exit(EXIT_UNKNOWN)
     except click.ClickException as exc:
-        exc.show()
+        # One line, like every other error (click would add the usage and a hint).
+        where = exc.ctx.command_path if isinstance(exc, click.UsageError) and exc.ctx else ""
+        hint = f" (see {where} --help)" if where else ""
+        message = " ".join(exc.format_message().split())
+        click.echo(f"toilbox: error: {message}{hint}", err=True)
         sys.exit(EXIT_UNKNOWN)  # usage errors are UNKNOWN (3) in the Nagios convention
     except (click.Abort, KeyboardInterrupt):
         click.echo("toilbox: interrupted", err=True)

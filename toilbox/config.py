@@ -7,6 +7,7 @@ Loading happens in two steps because ``plugin_dirs`` decides which task types ex
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 from collections.abc import Mapping
@@ -23,8 +24,9 @@ from pydantic import (
     model_validator,
 )
 
-from toilbox import schedule, yamlpos
+from toilbox import files, schedule, yamlpos
 from toilbox.errors import ConfigError
+from toilbox.log import MIN_SECRET_LENGTH
 from toilbox.units import Duration, parse_percent
 
 if TYPE_CHECKING:
@@ -33,6 +35,7 @@ if TYPE_CHECKING:
 TASK_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
 HOST_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,99}$")
 _SECRET = re.compile(r"\$(\$?)\{([^}]*)\}")
+MAX_SECRET_FILE_BYTES = 64 * 1024  # keys and certificates fit; /dev/zero does not
 
 
 class _Strict(BaseModel):
@@ -119,7 +122,10 @@ class TaskConfig(_Strict):
 
 
 class HttpConfig(_Strict):
-    listen: str = Field("127.0.0.1:9464", description="host:port for /healthz and /metrics")
+    listen: str = Field(
+        "127.0.0.1:9464",
+        description="address:port for /healthz and /metrics; an IPv6 address in brackets",
+    )
     allow_remote: bool = Field(False, description="allow a non-loopback listen address")
     token: str | None = Field(
         None,
@@ -138,18 +144,49 @@ class HttpConfig(_Strict):
             raise ValueError("the http token must be at least 16 characters")
         return self
 
+    @field_validator("listen")
+    @classmethod
+    def _an_address(cls, value: str) -> str:
+        listen_address(value)
+        return value
+
     @model_validator(mode="after")
     def _loopback_unless_allowed(self) -> HttpConfig:
-        host, _, port = self.listen.rpartition(":")
-        if not host or not port.isdigit():
-            raise ValueError(f'listen must be host:port, like 127.0.0.1:9464, got "{self.listen}"')
-        loopback = host in ("localhost", "::1", "[::1]") or host.startswith("127.")
-        if not loopback and not self.allow_remote:
+        address = listen_address(self.listen)[0]
+        if not _is_loopback(address) and not self.allow_remote:
             raise ValueError(
                 f"listen {self.listen} is not a loopback address; set allow_remote: true"
                 " to serve metrics to the network"
             )
         return self
+
+
+def listen_address(listen: str) -> tuple[ipaddress.IPv4Address | ipaddress.IPv6Address, int]:
+    """``127.0.0.1:9464`` or ``[::1]:9464`` as an address and a port; ValueError else.
+
+    An address, never a host name: a name is resolved when the listener binds, by
+    whatever DNS or /etc/hosts says then, so it cannot be judged loopback or not here.
+    """
+    host, colon, port = listen.rpartition(":")
+    bracketed = host.startswith("[") and host.endswith("]")
+    shape = f'listen must be address:port, like 127.0.0.1:9464 or [::1]:9464, got "{listen}"'
+    if not colon or not port.isascii() or not port.isdigit() or int(port) > 65535:
+        raise ValueError(shape)
+    try:
+        address = ipaddress.ip_address(host[1:-1] if bracketed else host)
+    except ValueError:
+        raise ValueError(
+            f'listen takes an IP address, not a host name, like 127.0.0.1:9464 or [::1]:9464,'
+            f' got "{listen}"'
+        ) from None
+    if (address.version == 6) != bracketed:
+        raise ValueError(shape)
+    return address, int(port)
+
+
+def _is_loopback(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+    mapped = getattr(address, "ipv4_mapped", None)  # ::ffff:127.0.0.1 is 127.0.0.1
+    return bool(address.is_loopback or (mapped is not None and mapped.is_loopback))
 
 
 def default_state_dir() -> Path:
@@ -287,6 +324,9 @@ class LoadedConfig:
     config: Config
     positions: dict[yamlpos.Loc, int]
     secrets: frozenset[str]
+    # Where a ``${...}`` resolved to a value too short to be a secret: it is kept as plain
+    # config, unredacted, and ``validate`` says so.
+    plain_values: tuple[str, ...] = ()
 
     @property
     def config_dir(self) -> Path:
@@ -336,7 +376,7 @@ def load(path: Path) -> LoadedConfig:
         data = {}
     if not isinstance(data, dict):
         raise ConfigError(f"{path}:1: the config must be a mapping of keys (state_dir, tasks, ...)")
-    secrets: set[str] = set()
+    secrets: dict[str, str] = {}  # value -> a message, should it be too short to redact
     problems: list[str] = []
     data = _resolve_secrets(data, (), secrets, problems, path, positions)
     if problems:
@@ -352,7 +392,9 @@ def load(path: Path) -> LoadedConfig:
             "plugin_dirs": [_absolute(p, base) for p in config.plugin_dirs],
         }
     )
-    return LoadedConfig(path, config, positions, frozenset(secrets))
+    redacted = frozenset(value for value in secrets if len(value) >= MIN_SECRET_LENGTH)
+    plain = tuple(note for value, note in secrets.items() if value not in redacted)
+    return LoadedConfig(path, config, positions, redacted, plain)
 
 
 def resolve_tasks(loaded: LoadedConfig, host: PluginHost) -> dict[str, Task]:
@@ -439,7 +481,7 @@ def _format_errors(
 
 def _shown(value: Any) -> str:
     if isinstance(value, str):
-        return f'"{value}"'
+        return f'"{value}"' if len(value) <= 60 else f'"{value[:55]}..."'
     if isinstance(value, Mapping):
         return "a mapping"
     if isinstance(value, list):
@@ -450,12 +492,16 @@ def _shown(value: Any) -> str:
 def _resolve_secrets(
     value: Any,
     loc: yamlpos.Loc,
-    secrets: set[str],
+    secrets: dict[str, str],
     problems: list[str],
     path: Path,
     positions: dict[yamlpos.Loc, int],
 ) -> Any:
-    """Replace ``${NAME}`` and ``${file:/path}`` in every string; ``$${`` is a literal ``${``."""
+    """Replace ``${NAME}`` and ``${file:/path}`` in every string; ``$${`` is a literal ``${``.
+
+    ``secrets`` gathers each resolved value, with the note ``validate`` shows if the value
+    turns out too short to be treated as a secret.
+    """
     if isinstance(value, dict):
         return {
             k: _resolve_secrets(v, (*loc, k), secrets, problems, path, positions)
@@ -474,20 +520,48 @@ def _resolve_secrets(
             return "${" + match[2] + "}"
         reference = match[2]
         if reference.startswith("file:"):
-            try:
-                secret = Path(reference[5:]).expanduser().read_text(encoding="utf-8").strip()
-            except OSError as exc:
-                reason = f"cannot read secret file {reference[5:]}: {exc.strerror or exc}"
-                problems.append(located(path, positions, loc, reason))
-                return ""
+            secret, reason = _read_secret_file(reference[5:])
         else:
-            if reference not in os.environ:
-                reason = f"environment variable {reference} is not set"
-                problems.append(located(path, positions, loc, reason))
-                return ""
-            secret = os.environ[reference]
-        if secret:
-            secrets.add(secret)
+            secret, reason = _read_secret_variable(reference)
+        if reason is not None:
+            problems.append(located(path, positions, loc, reason))
+            return ""
+        secrets.setdefault(
+            secret,
+            located(
+                path,
+                positions,
+                loc,
+                f"${{{reference}}} is shorter than {MIN_SECRET_LENGTH} characters: it is"
+                " treated as plain config, not as a secret, and is not redacted",
+            ),
+        )
         return secret
 
     return _SECRET.sub(substitute, value)
+
+
+def _read_secret_file(name: str) -> tuple[str, str | None]:
+    """The file's text, trailing whitespace removed; or why it cannot be a secret."""
+    try:
+        raw = files.read_regular(Path(name).expanduser(), MAX_SECRET_FILE_BYTES)
+    except OSError as exc:
+        return "", f"cannot read secret file {name}: {exc.strerror or exc}"
+    try:
+        secret = raw.decode("utf-8").strip()
+    except UnicodeDecodeError:
+        return "", f"secret file {name} is not UTF-8 text"
+    if "\0" in secret:
+        return "", f"secret file {name} holds a NUL byte"
+    return secret, None
+
+
+def _read_secret_variable(name: str) -> tuple[str, str | None]:
+    if name not in os.environ:
+        return "", f"environment variable {name} is not set"
+    secret = os.environ[name]
+    try:
+        secret.encode("utf-8")  # undecodable bytes arrive as surrogates, which nothing stores
+    except UnicodeEncodeError:
+        return "", f"environment variable {name} is not UTF-8 text"
+    return secret, None

@@ -225,8 +225,9 @@ class Daemon:
         old = self.app
         try:
             new = load_app(self.config_option)
-        except ToilboxError as exc:
-            log.error("config.reload_failed", error=str(exc))
+        except Exception as exc:  # whatever a config can do to the loader, the daemon goes on
+            reason = str(exc) if isinstance(exc, ToilboxError) else f"{type(exc).__name__}: {exc}"
+            log.error("config.reload_failed", error="; ".join(reason.splitlines()))
             return False
         for key, was, now in (
             ("state_dir", old.state_dir, new.state_dir),

@@ -46,3 +46,7 @@ class TaskFailed(Exception):  # noqa: N818 -- the public name reads as a verdict
     The run ends CRITICAL with ``error.type`` ``failed`` and ``str(exc)`` as its message.
     Any other exception (or a timeout) is taken as transient and retried.
     """
+
+
+class UntrustedPath(ToilboxError):  # noqa: N818 -- reads as the verdict users see
+    """A file or directory that another user could change, refused before it is used."""

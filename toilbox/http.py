@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import threading
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -9,6 +10,8 @@ from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 import structlog
 from prometheus_client import CollectorRegistry, make_wsgi_app
+
+from toilbox.config import listen_address
 
 log = structlog.get_logger("toilbox.http")
 
@@ -22,6 +25,10 @@ class _Server(WSGIServer):
     daemon_threads = True
 
 
+class _Server6(_Server):
+    address_family = socket.AF_INET6
+
+
 class HttpServer:
     def __init__(
         self,
@@ -29,7 +36,6 @@ class HttpServer:
         registry: CollectorRegistry,
         health: Callable[[], tuple[bool, list[str]]],
     ) -> None:
-        host, _, port = listen.rpartition(":")
         metrics_app = make_wsgi_app(registry)
 
         def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
@@ -45,9 +51,15 @@ class HttpServer:
             start_response("404 Not Found", [("Content-Type", "text/plain")])
             return [b"not found: try /healthz or /metrics\n"]
 
+        address, port = listen_address(listen)
         self.server = make_server(
-            host.strip("[]"), int(port), app, server_class=_Server, handler_class=_QuietHandler
+            str(address),
+            port,
+            app,
+            server_class=_Server6 if address.version == 6 else _Server,
+            handler_class=_QuietHandler,
         )
+        host = f"[{address}]" if address.version == 6 else str(address)
         self.address = f"{host}:{self.server.server_port}"
         self.thread = threading.Thread(
             target=self.server.serve_forever, name="toilbox-http", daemon=True

@@ -4,7 +4,13 @@ Every line of a run carries ``task``, ``run_id`` and ``attempt`` (bound through
 contextvars by the runner).  Lines are JSON unless stderr is a terminal.  Standard
 library loggers (APScheduler, tenacity) are routed through the same processors so
 every line has one shape.  Secrets resolved from the config are replaced by ``***``
-in every line, whatever key they hide in.
+in every line, in keys as in values, however deeply nested.
+
+What counts as a secret: a resolved ``${...}`` value of at least MIN_SECRET_LENGTH
+characters.  A shorter one (a port, an exit code) would match inside timestamps and
+addresses and corrupt them, and the pattern of ``***`` left behind would give the value
+away; it is plain config, and ``toilbox validate`` says so.  Every secret becomes the
+same three stars, which say nothing of its length.
 """
 
 from __future__ import annotations
@@ -16,7 +22,10 @@ from typing import Any, TextIO
 
 import structlog
 
+from toilbox.terminal import printable
+
 REDACTED = "***"
+MIN_SECRET_LENGTH = 8
 _secrets: list[str] = []
 _settings: dict[str, Any] = {"format": "json", "level": "info"}
 _handler: list[logging.StreamHandler[TextIO] | None] = [None]
@@ -24,13 +33,14 @@ _handler: list[logging.StreamHandler[TextIO] | None] = [None]
 
 def add_secrets(secrets: Iterable[str]) -> None:
     for secret in secrets:
-        if secret and secret not in _secrets:
+        if len(secret) >= MIN_SECRET_LENGTH and secret not in _secrets:
             _secrets.append(secret)
     _secrets.sort(key=len, reverse=True)  # a secret containing another is replaced whole
 
 
 def redact(value: Any) -> Any:
-    """``value`` with every known secret replaced, through dicts, lists and strings."""
+    """``value`` with every known secret replaced, in strings, and in dicts' keys and
+    values and lists' items at any depth."""
     if not _secrets:
         return value
     if isinstance(value, str):
@@ -39,16 +49,38 @@ def redact(value: Any) -> Any:
                 value = value.replace(secret, REDACTED)
         return value
     if isinstance(value, dict):
-        return {k: redact(v) for k, v in value.items()}
+        return _redact_items(value.items())
     if isinstance(value, list | tuple):
         return [redact(v) for v in value]
     return value
 
 
+def _redact_items(items: Iterable[tuple[Any, Any]]) -> dict[Any, Any]:
+    out: dict[Any, Any] = {}
+    for key, value in items:
+        shown = redact(key)
+        if shown in out:  # two keys that differ only by a secret: keep both
+            shown = next(f"{shown} ({n})" for n in range(2, len(out) + 3)
+                         if f"{shown} ({n})" not in out)
+        out[shown] = redact(value)
+    return out
+
+
 def _redact_processor(logger: Any, method: str, event: MutableMapping[str, Any]) -> Any:
     if not _secrets:
         return event
-    return {key: redact(value) if key != "_record" else value for key, value in event.items()}
+    record = event.get("_record")
+    out = _redact_items((k, v) for k, v in event.items() if k != "_record")
+    if record is not None:
+        out["_record"] = record
+    return out
+
+
+def _printable_processor(logger: Any, method: str, event: MutableMapping[str, Any]) -> Any:
+    return {
+        printable(key): printable(value) if key != "_record" else value
+        for key, value in event.items()
+    }
 
 
 def configure(fmt: str | None = None, level: str = "info", stream: TextIO | None = None) -> None:
@@ -72,6 +104,8 @@ def configure(fmt: str | None = None, level: str = "info", stream: TextIO | None
         if fmt == "console"
         else structlog.processors.JSONRenderer()
     )
+    if fmt == "console":  # JSON escapes control characters; the console renderer does not
+        last.append(_printable_processor)
     structlog.configure(
         processors=[*shared, *last, renderer],
         wrapper_class=structlog.make_filtering_bound_logger(_level_number(level)),

@@ -11,11 +11,13 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
+import importlib.machinery
 import importlib.util
 import inspect
+import os
 import re
 import sys
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
@@ -25,7 +27,7 @@ import pluggy
 import structlog
 from pydantic import BaseModel
 
-from toilbox import hookspecs
+from toilbox import hookspecs, trust
 
 if TYPE_CHECKING:
     from importlib.metadata import EntryPoint
@@ -321,25 +323,44 @@ def _entry_point_info(ep: EntryPoint) -> PluginInfo:
     )
 
 
+class _SourceOnlyLoader(importlib.machinery.SourceFileLoader):
+    """Compiles a plugin file from its own source, never from ``__pycache__``: a cached
+    ``.pyc`` is one more file that someone could have swapped, and none is written."""
+
+    def path_stats(self, path: str) -> Mapping[str, Any]:
+        raise OSError("plugin files are compiled from source")  # skips the bytecode cache
+
+
 def _plugin_dir_plugins(directory: Path) -> list[tuple[PluginInfo, ModuleType | None]]:
     if not directory.is_dir():
         info = PluginInfo(name=str(directory), source="plugin dir", location=str(directory))
         info.error = "plugin directory does not exist"
         return [(info, None)]
+    as_root = os.geteuid() == 0
+    # As root, what is found here runs as root: nobody else may be able to change it.
+    # The files are then read from the directory judged, not through a symlink again.
+    real = trust.require(directory, "to load plugins as root from") if as_root else directory
     found: list[tuple[PluginInfo, ModuleType | None]] = []
-    for path in sorted(directory.glob("*.py")):
-        info = PluginInfo(name=path.stem, source="plugin dir", location=str(path))
+    for path in sorted(real.glob("*.py")):
+        shown = directory / path.name
+        info = PluginInfo(name=path.stem, source="plugin dir", location=str(shown))
         # A stable module name lets a child process re-import the file and pickle refer to it.
         module_name = PLUGIN_DIR_PREFIX + re.sub(r"\W", "_", path.stem)
         module = None
+        source = trust.require(path, "to load a plugin as root from") if as_root else path
+        if not source.is_file():  # a fifo would hang the import, a directory cannot be one
+            info.error = f"{shown} is not a regular file"
+            found.append((info, None))
+            continue
         try:
-            spec = importlib.util.spec_from_file_location(module_name, path)
+            loader = _SourceOnlyLoader(module_name, str(source))
+            spec = importlib.util.spec_from_file_location(module_name, source, loader=loader)
             if spec is None or spec.loader is None:
-                raise ImportError(f"cannot load {path}")
+                raise ImportError(f"cannot load {shown}")
             module = importlib.util.module_from_spec(spec)
             sys.modules[module_name] = module
             spec.loader.exec_module(module)
-        except Exception as exc:
+        except (Exception, SystemExit) as exc:  # a script's sys.exit() must not end toilbox
             sys.modules.pop(module_name, None)
             info.error = _describe(exc)
             module = None

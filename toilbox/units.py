@@ -7,6 +7,7 @@ toilbox does.  Each parser raises ValueError with the message users see after
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from pathlib import Path
@@ -25,19 +26,30 @@ for _power, _letter in enumerate("kmgtp", start=1):
 
 _PERCENT = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*%\s*$")
 
+# Larger values only overflow clocks and databases downstream (a datetime minus a
+# billion days fails); no schedule, timeout or window means more than a century.
+MAX_DURATION_S = 100 * 365 * 86400.0
+MAX_SIZE = 2**63 - 1  # what a file system and SQLite can count
+
 
 def _got(value: Any) -> str:
-    return f'"{value}"' if isinstance(value, str) else repr(value)
+    text = f'"{value}"' if isinstance(value, str) else repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def parse_duration(value: Any) -> float:
     """``30s``, ``10m``, ``2h``, ``7d``, ``1w``, ``250ms``; a bare number is seconds."""
     if isinstance(value, int | float) and not isinstance(value, bool) and value >= 0:
-        return float(value)
-    match = _DURATION.match(value) if isinstance(value, str) else None
-    if not match:
-        raise ValueError(f"expected a duration like 30s, 10m, 2h or 7d, got {_got(value)}")
-    return float(match[1]) * _DURATION_UNITS[match[2]]
+        seconds: float = value
+    else:
+        match = _DURATION.match(value) if isinstance(value, str) else None
+        if not match:
+            raise ValueError(f"expected a duration like 30s, 10m, 2h or 7d, got {_got(value)}")
+        seconds = float(match[1]) * _DURATION_UNITS[match[2]]
+    if not seconds <= MAX_DURATION_S:  # also false for inf
+        raise ValueError(f"a duration is at most 100 years ({MAX_DURATION_S / 86400:g}d), got"
+                         f" {_got(value)}")
+    return float(seconds)
 
 
 def parse_explicit_duration(value: Any) -> float:
@@ -76,11 +88,16 @@ def config_path(value: Any, info: ValidationInfo) -> Any:
 def parse_size(value: Any) -> int:
     """``500MB`` (powers of 1000), ``2GiB`` (powers of 1024); a bare number is bytes."""
     if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
-        return value
-    match = _SIZE.match(value) if isinstance(value, str) else None
-    if not match:
-        raise ValueError(f"expected a size like 500MB or 2GiB, got {_got(value)}")
-    return int(float(match[1]) * _SIZE_UNITS[(match[2] or "").lower()])
+        size = value
+    else:
+        match = _SIZE.match(value) if isinstance(value, str) else None
+        if not match:
+            raise ValueError(f"expected a size like 500MB or 2GiB, got {_got(value)}")
+        number = float(match[1]) * _SIZE_UNITS[(match[2] or "").lower()]
+        size = int(number) if math.isfinite(number) else MAX_SIZE + 1
+    if size > MAX_SIZE:
+        raise ValueError(f"a size is at most 8 EiB, got {_got(value)}")
+    return size
 
 
 def parse_percent(value: Any) -> float:

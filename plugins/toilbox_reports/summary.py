@@ -19,8 +19,10 @@ from pathlib import Path
 from typing import Any
 
 import toilbox
+from toilbox import files
 from toilbox.models import RunRecord
 from toilbox.store import ReadOnlyHistory
+from toilbox.terminal import printable
 from toilbox.units import format_size
 from toilbox_reports.params import SummaryParams
 
@@ -402,7 +404,7 @@ def deliver(report: dict[str, Any], params: SummaryParams, ctx: toilbox.TaskCont
     for target in params.to:
         if target == "-":
             if not ctx.dry_run:
-                sys.stdout.write(text(params.format))
+                sys.stdout.write(printable(text(params.format)))  # runs' summaries are in it
                 sys.stdout.flush()
             written.append("stdout")
         elif "://" in target and not target.startswith("file://"):
@@ -412,10 +414,11 @@ def deliver(report: dict[str, Any], params: SummaryParams, ctx: toilbox.TaskCont
         else:
             path = Path(target.removeprefix("file://").replace("{date}", date)).expanduser()
             if not ctx.dry_run:
-                path.parent.mkdir(parents=True, exist_ok=True)
-                partial = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-                partial.write_text(text(params.format), encoding="utf-8")
-                partial.replace(path)
+                try:
+                    files.replace_regular(path, text(params.format).encode("utf-8"))
+                except OSError as exc:
+                    reason = exc.strerror or exc
+                    raise toilbox.TaskFailed(f"cannot write {path}: {reason}") from None
             written.append(str(path))
     return written
 
