@@ -46,9 +46,15 @@ def test_loopback_addresses_need_no_allow_remote(toilbox, write_config, listen):
 
 
 def test_allow_remote_opens_any_address_but_still_no_name(toilbox, write_config):
-    ok = write_config("http: {listen: '0.0.0.0:9464', allow_remote: true}\n")
+    token = "token: 'a-token-of-sixteen-plus'"
+    ok = write_config(f"http: {{listen: '0.0.0.0:9464', allow_remote: true, {token}}}\n")
     assert toilbox("-c", str(ok), "validate").code == 0
-    named = write_config("http: {listen: 'metrics.example.com:9464', allow_remote: true}\n")
+    bare = write_config("http: {listen: '0.0.0.0:9464', allow_remote: true}\n")
+    refused = toilbox("-c", str(bare), "validate")
+    assert refused.code == 3 and "allow_remote: true needs a token" in refused.err
+    named = write_config(
+        f"http: {{listen: 'metrics.example.com:9464', allow_remote: true, {token}}}\n"
+    )
     assert "not a host name" in toilbox("-c", str(named), "validate").err
 
 

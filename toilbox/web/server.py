@@ -190,13 +190,11 @@ class HttpServer:
     """waitress in a thread of its own, bound at once (a bad address fails at start)."""
 
     def __init__(self, listen: str, application: Callable[..., Iterable[bytes]]) -> None:
-        import ipaddress
-
         from waitress.server import create_server
 
-        host, _, port_text = listen.rpartition(":")
-        address = ipaddress.ip_address(host.strip("[]"))
-        port = int(port_text)
+        from toilbox.config import listen_address
+
+        address, port = listen_address(listen)
         # A single host and port: waitress's TCP server, which has effective_port.
         self.server: Any = cast(Any, create_server)(
             application,
