@@ -96,7 +96,7 @@ def test_read_only_state_dir_is_a_clear_error(tmp_path, plugin_dir):
                       "tasks:\n  a: {uses: check.faults}\n")
     if os.geteuid() == 0:
         # root ignores permission bits: make it read-only for real with a read-only mount
-        if subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(state)],
+        if subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=1m,mode=0700", "tmpfs", str(state)],
                           check=False, capture_output=True).returncode != 0:
             pytest.skip("running as root and cannot mount a read-only tmpfs here")
     else:
@@ -118,7 +118,7 @@ def test_read_only_state_dir_is_a_clear_error(tmp_path, plugin_dir):
 def test_full_state_dir_is_a_clear_error(tmp_path, plugin_dir):
     state = tmp_path / "full-state"
     state.mkdir()
-    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(state)],
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k,mode=0700", "tmpfs", str(state)],
                       check=False, capture_output=True).returncode != 0:
         pytest.skip("cannot mount a tmpfs here")
     try:

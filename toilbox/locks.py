@@ -41,7 +41,8 @@ def hold(state_dir: Path, name: str, what: str, purpose: str) -> Iterator[None]:
     path = lock_path(state_dir, name)
     try:
         path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        # Never through a symlink: a lock file is ours, in our own 0700 directory.
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
     except OSError as exc:
         raise StateError(f"cannot create lock {path}: {exc.strerror or exc}") from None
     try:
@@ -70,7 +71,7 @@ def is_held(state_dir: Path, name: str) -> bool:
     """True if another process holds the lock right now."""
     path = lock_path(state_dir, name)
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
     except FileNotFoundError:
         return False
     try:
@@ -87,7 +88,7 @@ def holder(state_dir: Path, name: str) -> str | None:
     if not is_held(state_dir, name):
         return None
     try:
-        fd = os.open(lock_path(state_dir, name), os.O_RDONLY | os.O_CLOEXEC)
+        fd = os.open(lock_path(state_dir, name), os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
     except OSError:
         return "holder unknown"
     try:

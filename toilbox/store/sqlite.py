@@ -9,6 +9,7 @@ sort as instants.  The SQL is in ``sqlite_sql``.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
@@ -69,18 +70,24 @@ class SqliteStore:
     @classmethod
     def open(cls, state_dir: Path, *, outbox: bool = False) -> SqliteStore:
         path = state_dir / "toilbox.db"
+        created = False
         try:
-            state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+            state_dir = _own_state_dir(state_dir)
+            path = state_dir / "toilbox.db"
             _refuse_truncated(path)
+            created = _create_private(path)
             db = sqlite3.connect(path, timeout=30, isolation_level=None, check_same_thread=False)
             db.row_factory = sqlite3.Row
             db.execute("PRAGMA journal_mode=WAL")
             # NORMAL in WAL mode survives a crash of toilbox; only power loss can lose the tail.
             db.execute("PRAGMA synchronous=NORMAL")
             _migrate(db, path)
-        except OSError as exc:
-            raise StateError(f"state dir {state_dir}: {exc.strerror or exc}") from None
-        except sqlite3.Error as exc:
+        except (OSError, sqlite3.Error) as exc:
+            if created:  # a store we could not set up (a full disk) is not left empty
+                with contextlib.suppress(OSError):
+                    path.unlink()
+            if isinstance(exc, OSError):
+                raise StateError(f"state dir {state_dir}: {exc.strerror or exc}") from None
             raise StateError(f"state store {path}: {_explain(exc, state_dir)}") from None
         store = cls(db, path, outbox)
         if outbox:
@@ -555,6 +562,44 @@ def _leased(
     finally:
         store.holding.discard(lease.name)
         store.release_lease(lease.name, store.owner)
+
+
+def _own_state_dir(state_dir: Path) -> Path:
+    """The state dir, made 0700 if missing; refused if anyone but us (or root) could
+    change it or a directory on its way: a local user who could swap it would choose
+    what a root daemon reads and writes.  Returns the resolved path, to use from now on."""
+    from toilbox import trust
+    from toilbox.errors import UntrustedPath
+
+    trusted = frozenset({0, os.geteuid()})
+    try:
+        real = trust.require(state_dir, "the state directory", trusted)
+        missing = [d for d in [real, *real.parents] if not d.exists()]
+        for directory in reversed(missing):  # made 0700 one by one: none wider than ours
+            directory.mkdir(mode=0o700, exist_ok=True)
+        info = real.lstat()
+        if info.st_uid != os.geteuid():
+            raise StateError(
+                f"refusing the state directory {state_dir}: it is owned by uid {info.st_uid},"
+                f" not by this user (uid {os.geteuid()})"
+            )
+        return trust.require(real, "the state directory", trusted)
+    except UntrustedPath as exc:
+        raise StateError(str(exc)) from None
+
+
+def _create_private(path: Path) -> bool:
+    """Create the database file 0600 (SQLite would follow the umask), never through a
+    symlink; an existing one is tightened to 0600.  SQLite gives its WAL the same mode.
+    True if it was created here."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    except FileExistsError:
+        if stat.S_IMODE(path.lstat().st_mode) & 0o077:
+            path.chmod(0o600)
+        return False
+    os.close(fd)
+    return True
 
 
 def _refuse_truncated(path: Path) -> None:
