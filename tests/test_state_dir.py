@@ -32,6 +32,8 @@ def test_a_new_state_dir_is_private_and_so_is_its_store(toilbox, write_config, t
     # (SQLite gives the WAL, while one exists, the database file's mode.)
     assert stat.S_IMODE((state / "toilbox.db").stat().st_mode) == 0o600
     assert stat.S_IMODE((state / "locks").stat().st_mode) == 0o700
+    assert stat.S_IMODE((state / "tasks").stat().st_mode) == 0o700
+    assert stat.S_IMODE((state / "tasks" / "t").stat().st_mode) == 0o700
 
 
 def test_an_existing_store_is_made_private(toilbox, write_config, tmp_path):

@@ -86,8 +86,10 @@ def _run_task(  # pragma: no cover - runs in the child
     log.add_secrets(spec.secrets)
     structlog.contextvars.bind_contextvars(task=spec.task, run_id=spec.run_id, attempt=spec.attempt)
     task_type = plugins.load(Path(p) for p in spec.plugin_dirs).task_types[spec.task_type]
-    state_dir = Path(spec.state_dir) / "tasks" / spec.task
-    state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    tasks_dir = Path(spec.state_dir) / "tasks"
+    tasks_dir.mkdir(mode=0o700, exist_ok=True)  # both levels private, not only the last
+    state_dir = tasks_dir / spec.task
+    state_dir.mkdir(mode=0o700, exist_ok=True)
     ctx = TaskContext(
         task=spec.task,
         run_id=spec.run_id,

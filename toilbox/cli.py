@@ -379,8 +379,9 @@ def report(obj: _Obj, window: str, fmt: str, output: str | None, host: str | Non
     except ValidationError as exc:
         message = exc.errors()[0]["msg"].removeprefix("Value error, ")
         raise UsageError(f"report: {message}") from None
+    (app.state_dir / "tasks").mkdir(mode=0o700, exist_ok=True)
     state_dir = app.state_dir / "tasks" / "report"
-    state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    state_dir.mkdir(mode=0o700, exist_ok=True)
     ctx = TaskContext(
         "report",
         new_run_id(),

@@ -199,6 +199,7 @@ class Daemon:
             names = sorted(t.name for t, _, _ in plans)
             with self._lock:
                 self.held.update(names)
+            self._store_failed(exc)
             log.error("slots.not_claimed", tasks=names, error=str(exc))
 
     def catch_up(self, now: datetime, only: set[str] | None = None) -> None:
@@ -474,6 +475,10 @@ class Daemon:
                 dispatch_lag_ms=round(lag * 1000, 3),
             )
 
+    def _store_failed(self, exc: StateError) -> None:
+        if self.upkeep is not None:
+            self.upkeep.failed(exc)
+
     def _lag(self, slot: datetime) -> float:
         """Seconds from the slot to its run handed to a worker (the dispatch lag)."""
         return (self.clock() - slot).total_seconds()
@@ -594,9 +599,23 @@ class Daemon:
                         zygote=self.zygote,
                         leased=leased,
                         first_attempt=first_attempt,
+                        unrecorded=self.upkeep.defer_finish if self.upkeep else None,
                     )
                 except AlreadyRunning as exc:
                     self._record_skipped(app, task, slot, str(exc))
+                    continue
+                except StateError as exc:
+                    if isinstance(exc, RunFenced):
+                        raise
+                    # The run could not even be recorded as started (a full disk): it did
+                    # not run, and says so, as missed, once the store takes writes again.
+                    self._store_failed(exc)
+                    log.error("run.not_started", task=task.name, scheduled_for=iso(slot),
+                              error=str(exc))
+                    if self.upkeep is not None:
+                        self.upkeep.defer_record(self._final_record(
+                            task, "missed", f"missed: the store could not record it ({exc})",
+                            slot, {"slots": [iso(slot)], "count": 1}))
                     continue
                 first_attempt = 1
                 self.metrics.run_finished(record)

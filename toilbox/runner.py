@@ -7,6 +7,7 @@ import os
 import socket
 import threading
 import time
+from collections.abc import Callable
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -20,7 +21,7 @@ from tenacity import (
     wait_random,
 )
 
-from toilbox.errors import RunFenced
+from toilbox.errors import RunFenced, StateError
 from toilbox.isolation import Outcome, run_attempt
 from toilbox.log import redact
 from toilbox.models import RUNNING, AttemptSpec, RunRecord, now_iso, utc_iso
@@ -60,6 +61,7 @@ def run_task(
     zygote: Zygote | None = None,
     leased: bool = False,
     first_attempt: int = 1,
+    unrecorded: Callable[[RunRecord], None] | None = None,
 ) -> RunRecord:
     """Run ``name`` once, now, and return its finished record.
 
@@ -68,6 +70,8 @@ def run_task(
     recorded as such and returned; the caller decides what an interruption means.
     ``leased``: the caller already holds the fleet task's lease, which is its lock.
     ``first_attempt``: a run taken over from a dead daemon goes on from its attempt.
+    ``unrecorded``: where a finished run goes when the store cannot take its end (a full
+    disk): the daemon writes it once the store can, so it is not mistaken for abandoned.
     """
     task = app.task(name)
     store = app.store()
@@ -111,7 +115,7 @@ def run_task(
                 log.exception("run.crashed_in_runner")
                 outcome, attempts = Outcome("crashed", f"toilbox failed to run it: {exc}"), 0
             _finish(record, outcome, attempts, time.monotonic() - started)
-            if not store.finish_run(record):
+            if not _record_finish(store, record, unrecorded):
                 log.warning("run.fenced", status=record.status, summary=record.summary)
                 raise RunFenced(
                     f'the run {record.run_id} of task "{name}" was taken over while it ran;'
@@ -128,6 +132,20 @@ def run_task(
     _ping(task.ping, "/fail" if record.status in ("critical", "unknown") else "", record)
     app.plugins.run_finished(record)
     return record
+
+
+def _record_finish(
+    store: Store, record: RunRecord, unrecorded: Callable[[RunRecord], None] | None
+) -> bool:
+    """The run's end, stored; False if the run was taken away meanwhile (fenced)."""
+    try:
+        return store.finish_run(record)
+    except StateError as exc:
+        if unrecorded is None:
+            raise
+        log.error("run.finish_deferred", status=record.status, error=str(exc))
+        unrecorded(record)
+        return True
 
 
 def _lock_lease(app: App, task: Task) -> float:

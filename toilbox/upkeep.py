@@ -11,6 +11,7 @@ delay it).  See docs/fleet.md for the timings.
 
 from __future__ import annotations
 
+import collections
 import threading
 import time
 from datetime import UTC, datetime, timedelta
@@ -20,7 +21,7 @@ import structlog
 
 from toilbox import __version__
 from toilbox.errors import StateError
-from toilbox.models import HostInfo, now_iso
+from toilbox.models import HostInfo, RunRecord, now_iso
 
 if TYPE_CHECKING:
     from toilbox.daemon import Daemon
@@ -40,6 +41,8 @@ class Upkeep:
         self._started_at = now_iso()
         self._renewed = time.monotonic()  # the last time every lease was renewed
         self._last: dict[str, float] = {}
+        # Writes the store refused (a full disk), made again in order once it takes them.
+        self._pending: collections.deque[tuple[str, RunRecord]] = collections.deque()
         self._threads = [
             threading.Thread(target=self._loop, name="toilbox-upkeep", daemon=True),
         ]
@@ -61,10 +64,24 @@ class Upkeep:
 
     # -- the loops ---------------------------------------------------------------------
 
+    def defer_finish(self, record: RunRecord) -> None:
+        """A run's end the store could not take: written when it can."""
+        self._pending.append(("finish", record))
+
+    def defer_record(self, record: RunRecord) -> None:
+        self._pending.append(("record", record))
+
+    def failed(self, exc: StateError) -> None:
+        """Something the daemon wrote was refused: /healthz says so until it passes."""
+        self._failed(exc)
+
     def _loop(self) -> None:
         timings = self.daemon.app.config.fleet
         while not self._stop.wait(TICK_S):
             try:
+                if self.store_error is not None and not self.daemon.app.fleet:
+                    self._probe()
+                self._flush()
                 if self.daemon.app.fleet:
                     if self._due("renew", timings.renew):
                         self._renew()
@@ -96,6 +113,23 @@ class Upkeep:
                 self.daemon.fence(
                     stale, f"leases not renewed for {silent:.0f}s (fence after {fence_after:g}s)"
                 )
+
+    def _probe(self) -> None:
+        """A write that must pass before anything else is tried again."""
+        self.daemon.app.store().set_setting("upkeep_probe", now_iso())
+        self._ok()
+
+    def _flush(self) -> None:
+        store = self.daemon.app.store()
+        while self._pending:
+            kind, record = self._pending[0]
+            if kind == "finish":
+                store.finish_run(record)
+            else:
+                store.record(record)
+            self._pending.popleft()
+            log.info("run.recorded_late", run_id=record.run_id, task=record.task,
+                     status=record.status)
 
     def _due(self, what: str, every: float) -> bool:
         now = time.monotonic()
@@ -220,10 +254,11 @@ class Upkeep:
                 PRUNE_BATCH,
             )
             deleted += batch
+            if batch:
+                store.compact()  # a little at a time: each write lock stays short
             if batch < PRUNE_BATCH:
                 break
             time.sleep(PRUNE_PAUSE_S)
         if deleted:
-            store.compact()
             log.info("history.pruned", runs=deleted, before=before.isoformat())
         return deleted

@@ -78,7 +78,13 @@ class SqliteStore:
             created = _create_private(path)
             db = sqlite3.connect(path, timeout=30, isolation_level=None, check_same_thread=False)
             db.row_factory = sqlite3.Row
+            if created:
+                # Chosen before the first page is written (it cannot change after): pruned
+                # history then gives its pages back to the filesystem.
+                db.execute("PRAGMA auto_vacuum = INCREMENTAL")
             db.execute("PRAGMA journal_mode=WAL")
+            # A WAL grown by a burst of writes is cut back after its next checkpoint.
+            db.execute("PRAGMA journal_size_limit = 16777216")
             # NORMAL in WAL mode survives a crash of toilbox; only power loss can lose the tail.
             db.execute("PRAGMA synchronous=NORMAL")
             _migrate(db, path)
@@ -536,8 +542,14 @@ class SqliteStore:
         return int(deleted)
 
     def compact(self) -> None:
-        """Give freed pages back to the filesystem, a little at a time."""
-        self._write("PRAGMA incremental_vacuum(2000)")
+        """Give freed pages back to the filesystem, a batch's worth at a time (stores made
+        by toilbox 0.2 on; an older file keeps its free pages and reuses them)."""
+        # executescript steps the pragma to its end; execute() would free a single page.
+        try:
+            with self._lock:
+                self._db.executescript("PRAGMA incremental_vacuum(4000);")
+        except sqlite3.Error as exc:
+            raise self._fail(exc) from None
 
     def size_bytes(self) -> int:
         return sum(p.stat().st_size for p in self.path.parent.glob(self.path.name + "*"))

@@ -181,11 +181,9 @@ CREATE TABLE IF NOT EXISTS settings (
 );
 """
 
-# A new store: incremental auto-vacuum first (it can only be chosen while the file is
-# empty), so that pruned history gives its pages back to the filesystem.
+# A new store (the store chooses incremental auto-vacuum before it writes a page).
 SCHEMA = (
-    "PRAGMA auto_vacuum = INCREMENTAL;"
-    + _RUNS
+    _RUNS
     + _INDEXES_5
     + _PAGE_INDEXES_5
     + _SLOTS_5
