@@ -9,7 +9,8 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from toilbox import schedule
-from toilbox.daemon import Daemon, jitter_delay, slot_key
+from toilbox.daemon import Daemon
+from toilbox.dispatch import jitter_delay, slot_key
 from toilbox.models import utc_iso
 
 
