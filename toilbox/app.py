@@ -15,7 +15,7 @@ from toilbox import plugins
 from toilbox.config import Config, LoadedConfig, Task
 from toilbox.errors import ConfigError, UsageError
 from toilbox.plugins import PluginHost
-from toilbox.store import ReadOnlyHistory, Store, open_history, open_store
+from toilbox.store import ReadOnlyHistory, Store, open_history, open_store, recover_abandoned
 
 
 def config_candidates() -> list[Path]:
@@ -104,8 +104,6 @@ class App:
     def store(self) -> Store:
         """The state store, opened on first use; runs orphaned by a dead process are closed."""
         if self._store is None:
-            from toilbox.runner import recover_abandoned
-
             url = self.config.store.url if self.config.store else None
             self._store = open_store(self.state_dir, url, self.host_id, self.pooled)
             recover_abandoned(self._store, self.host_id)

@@ -273,19 +273,3 @@ def _finish(record: RunRecord, outcome: Outcome, attempts: int, duration: float)
     record.status = status.label
     record.summary = redact(outcome.message)
     record.error = {"type": outcome.kind, "message": record.summary, **redact(outcome.details)}
-
-
-def recover_abandoned(store: Store, host: str) -> list[str]:
-    """Close runs left ``running`` on this host by a process that died: their task lock
-    is free."""
-    abandoned = []
-    for run in store.running(host):
-        if run.scope == "fleet":
-            continue  # a fleet run's lease says whether it is alive, not this host's locks
-        if store.holder(run.task) is None:
-            store.mark_abandoned(
-                run.run_id, f"abandoned: pid {run.pid} died while the run was in progress"
-            )
-            abandoned.append(run.run_id)
-            log.warning("run.abandoned", task=run.task, run_id=run.run_id, pid=run.pid)
-    return abandoned

@@ -46,4 +46,23 @@ def open_history(state_dir: Path, url: str | None = None) -> ReadOnlyHistory:
     return PostgresStore.open(url)
 
 
-__all__ = ["Budget", "ReadOnlyHistory", "Store", "open_history", "open_store"]
+def recover_abandoned(store: Store, host: str) -> list[str]:
+    """Close runs left ``running`` on this host by a process that died: their task lock
+    is free.  (A fleet run's lease says whether it is alive: the fleet sweep decides.)"""
+    import structlog
+
+    log = structlog.get_logger("toilbox.store")
+    abandoned = []
+    for run in store.running(host):
+        if run.scope == "fleet":
+            continue
+        if store.holder(run.task) is None:
+            store.mark_abandoned(
+                run.run_id, f"abandoned: pid {run.pid} died while the run was in progress"
+            )
+            abandoned.append(run.run_id)
+            log.warning("run.abandoned", task=run.task, run_id=run.run_id, pid=run.pid)
+    return abandoned
+
+
+__all__ = ["Budget", "ReadOnlyHistory", "Store", "open_history", "open_store", "recover_abandoned"]
