@@ -80,7 +80,7 @@ def run(ctx: toilbox.TaskContext, params: EmptyDirsParams) -> toilbox.Result:
 
     flt = Filter.build(params.include, params.exclude)
     match = None if flt.trivial else flt.matcher()
-    roots, problems = open_roots(params.roots, params.allow_dangerous_root, time_of)
+    roots, problems = open_roots(params, time_of)
     counts = Counts()
     try:
         plans = [

@@ -21,7 +21,7 @@ from toilbox.units import format_size
 from toilbox_cleanups import delete, pool, report
 from toilbox_cleanups.delete import Candidate, Group
 from toilbox_cleanups.match import Filter, shown
-from toilbox_cleanups.params import FilesParams
+from toilbox_cleanups.params import CommonParams, FilesParams
 from toilbox_cleanups.walk import (
     Counts,
     Cursor,
@@ -251,24 +251,40 @@ def _batches(items: list[Any], limit: int) -> list[list[Any]]:
 
 
 def open_roots(
-    paths: list[str], allow_dangerous: bool, time_of: Callable[[os.stat_result], float]
+    params: CommonParams, time_of: Callable[[os.stat_result], float]
 ) -> tuple[list[Root], Problems]:
-    """Open every root; a missing one is an error of the run, a dangerous one ends it."""
+    """Open every root; a missing one is an error of the run, a refused one ends it
+    before anything is changed."""
     roots: list[Root] = []
     problems = Problems()
     try:
-        for path in paths:
+        for path in params.roots:
             try:
-                roots.append(open_root(path, allow_dangerous, time_of))
+                roots.append(open_root(path, params.allow_dangerous_root, params.root_symlinks,
+                                       time_of))
             except RefusedRootError as exc:
                 raise toilbox.TaskFailed(str(exc)) from None
             except RootError as exc:
-                problems.add(path, str(exc).removeprefix(f"root {path} "))
+                problems.add(path, exc.why)
+        _no_overlap(roots)
     except BaseException:
         for root in roots:
             root.close()
         raise
     return roots, problems
+
+
+def _no_overlap(roots: list[Root]) -> None:
+    """Roots that do not overlap as written may still do so once named symlinks are
+    followed; the same tree cleaned twice in one run is refused like overlapping roots."""
+    for index, root in enumerate(roots):
+        mine = root.real.rstrip("/") + "/"
+        for other in roots[:index]:
+            theirs = other.real.rstrip("/") + "/"
+            if mine.startswith(theirs) or theirs.startswith(mine):
+                raise toilbox.TaskFailed(
+                    f"roots {other.path} and {root.path} overlap: they are really "
+                    f"{other.real} and {root.real}")
 
 
 def under(roots: list[str]) -> str:
@@ -279,7 +295,7 @@ def run(ctx: toilbox.TaskContext, params: FilesParams) -> toilbox.Result:
     """Delete regular files under roots, by age, size, name or budget target."""
     started = time.monotonic()
     spec = Spec.build(params, ctx.now().timestamp())
-    roots, problems = open_roots(params.roots, params.allow_dangerous_root, spec.time_of)
+    roots, problems = open_roots(params, spec.time_of)
     workers = params.workers or min(pool.cpu_count(), 4)
     progress = report.Progress(ctx.console)
     try:

@@ -122,8 +122,7 @@ def run(ctx: toilbox.TaskContext, params: LogsParams) -> toilbox.Result:
     """Compress old logs atomically, delete old compressed logs, keep the newest few."""
     started = time.monotonic()
     now = ctx.now().timestamp()
-    roots, problems = open_roots(params.roots, params.allow_dangerous_root,
-                                 lambda st: float(st.st_mtime))
+    roots, problems = open_roots(params, lambda st: float(st.st_mtime))
     counts = Counts()
     plan = LogPlan()
     try:

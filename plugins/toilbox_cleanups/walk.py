@@ -15,12 +15,12 @@ from __future__ import annotations
 import errno
 import os
 import stat
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from toilbox_cleanups.match import shown
-from toilbox_cleanups.params import dangerous_reason
+from toilbox_cleanups.params import dangerous_reason, refused_symlink
+from toilbox_cleanups.rootpath import ComponentError, SymlinkRefusedError, open_root_dir
 
 O_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 WINDOW = 32  # descriptors kept open at the deep end of the current path
@@ -37,11 +37,16 @@ class OtherFilesystem(Exception):  # noqa: N818 -- a decision, not an error
 
 
 class RootError(Exception):
-    """A root that cannot be cleaned: missing, not a directory, a symlink."""
+    """A root that cannot be opened: missing, not a directory, not searchable."""
+
+    def __init__(self, message: str, why: str | None = None) -> None:
+        super().__init__(message)
+        self.why = why or message  # the message without the root's path, for samples
 
 
 class RefusedRootError(RootError):
-    """A root whose real path is dangerous: a config problem, never retried."""
+    """A root reached through a symlink the config does not name, or whose real path is
+    dangerous: a config problem (or an attack), never retried."""
 
 
 @dataclass
@@ -178,22 +183,22 @@ class Root:
         os.close(self.fd)
 
 
-def open_root(path: str, allow_dangerous: bool, time_of: Callable[[os.stat_result], float]) -> Root:
-    """Open a configured root without following a symlink at its last component."""
+def open_root(
+    path: str, allow_dangerous: bool, named_symlinks: Collection[str],
+    time_of: Callable[[os.stat_result], float],
+) -> Root:
+    """Open a configured root from ``/``, one component at a time (see ``rootpath``)."""
     try:
-        fd = _open_dir(path, None)
-    except FileNotFoundError as exc:
-        raise RootError(f"root {path} does not exist") from exc
+        fd, real = open_root_dir(path, named_symlinks)
+    except SymlinkRefusedError as exc:
+        raise RefusedRootError(f"root {refused_symlink(path, exc)}") from None
+    except ComponentError as exc:
+        why = shown(exc.strerror or "")
+        if exc.where == path:  # "root /x does not exist", "root /x is not a directory"
+            raise RootError(f"root {why}", why.removeprefix(f"{path} ")) from None
+        raise RootError(f"root {path}: {why}", why) from None
     except OSError as exc:
-        if isinstance(exc, DirChangedError):
-            raise RootError(f"root {path} is a symlink (roots are never followed)") from exc
-        if exc.errno == errno.ENOTDIR:
-            raise RootError(f"root {path} is not a directory") from exc
-        raise RootError(f"root {path}: {describe(exc)}") from exc
-    try:
-        real = str(Path(f"/proc/self/fd/{fd}").readlink())
-    except OSError:
-        real = path
+        raise RootError(f"root {path}: {describe(exc)}", describe(exc)) from None
     reason = dangerous_reason(real)
     if reason and not allow_dangerous:
         os.close(fd)
