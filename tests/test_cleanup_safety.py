@@ -220,13 +220,16 @@ def test_directories_swapped_for_symlinks_all_through_a_run_lead_nowhere(
         # The new file may well get the old one's inode number: ctime tells them apart.
         (lambda p: (p.unlink(), make(p)), "replaced"),
         (lambda p: os.utime(p), "mtime changed since the plan"),
-        (lambda p: (p.unlink(), os.mkfifo(p), os.utime(p, (OLD, OLD))), "no longer a regular file"),
+        # Whether the fifo gets the file's inode number back depends on what else runs on
+        # the machine: either way it is skipped.
+        (lambda p: (p.unlink(), os.mkfifo(p), os.utime(p, (OLD, OLD))),
+         ("no longer a regular file", "replaced")),
         (lambda p: p.unlink(), "vanished"),
     ],
     ids=["new-inode", "modified", "now-a-fifo", "vanished"],
 )
 def test_an_entry_changed_since_the_plan_is_skipped_and_counted(
-    tmp_path: Path, before_act: Any, change: Callable[[Path], Any], reason: str
+    tmp_path: Path, before_act: Any, change: Callable[[Path], Any], reason: str | tuple[str, ...]
 ) -> None:
     root = tmp_path / "root"
     target = make(root / "changes")

@@ -17,10 +17,10 @@ from collections.abc import Callable
 
 import toilbox
 from toilbox_cleanups import report
-from toilbox_cleanups.files import open_roots, under
 from toilbox_cleanups.match import Filter
 from toilbox_cleanups.params import EmptyDirsParams
-from toilbox_cleanups.walk import Counts, Cursor, Problems, Root, walk
+from toilbox_cleanups.roots import open_roots, under
+from toilbox_cleanups.walk import Counts, Cursor, Problems, Root, list_dir, walk
 
 
 def _plan_root(
@@ -34,17 +34,10 @@ def _plan_root(
     subdirs: dict[int, int] = {}
 
     def visit(fd: int, node: int) -> list[str]:
-        names: list[str] = []
-        other = 0
-        with os.scandir(fd) as entries:
-            for entry in entries:
-                if entry.is_dir(follow_symlinks=False):
-                    names.append(entry.name)
-                else:
-                    other += 1
-        others[node] = other
-        subdirs[node] = len(names)  # pruned or unopenable ones never count as removable
-        return names
+        listing = list_dir(fd, "", None, problems, table, node)
+        others[node] = listing.files + listing.symlinks + listing.special
+        subdirs[node] = len(listing.subdirs)  # pruned or unopenable ones never count
+        return listing.subdirs
 
     cursor = Cursor(root)
     try:

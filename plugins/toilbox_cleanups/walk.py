@@ -13,14 +13,12 @@ Walks are iterative (10,000 levels are fine) and hold a bounded number of descri
 from __future__ import annotations
 
 import errno
+import math
 import os
 import stat
-from collections.abc import Callable, Collection, Iterable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable
 
 from toilbox_cleanups.match import shown
-from toilbox_cleanups.params import dangerous_reason, refused_symlink
-from toilbox_cleanups.rootpath import ComponentError, SymlinkRefusedError, open_root_dir
 
 O_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 WINDOW = 32  # descriptors kept open at the deep end of the current path
@@ -36,25 +34,14 @@ class OtherFilesystem(Exception):  # noqa: N818 -- a decision, not an error
     """A directory on another filesystem than its root's (one_filesystem: true)."""
 
 
-class RootError(Exception):
-    """A root that cannot be opened: missing, not a directory, not searchable."""
-
-    def __init__(self, message: str, why: str | None = None) -> None:
-        super().__init__(message)
-        self.why = why or message  # the message without the root's path, for samples
-
-
-class RefusedRootError(RootError):
-    """A root reached through a symlink the config does not name, or whose real path is
-    dangerous: a config problem (or an attack), never retried."""
-
-
-@dataclass
 class Problems:
     """Errors per entry: counted, with the first few kept as samples."""
 
-    count: int = 0
-    samples: list[dict[str, str]] = field(default_factory=list)
+    __slots__ = ("count", "samples")
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.samples: list[dict[str, str]] = []
 
     def add(self, path: str, error: BaseException | str) -> None:
         self.count += 1
@@ -171,44 +158,21 @@ class DirTable:
 Rows = tuple[list[int], list[str], list[int], list[int], list[float]]
 
 
-@dataclass
 class Root:
-    path: str
-    real: str
-    fd: int
-    dev: int
-    table: DirTable
+    """An open root: the path as configured, its real path, its descriptor and device,
+    and the table of the directories seen under it."""
+
+    __slots__ = ("dev", "fd", "path", "real", "table")
+
+    def __init__(self, path: str, real: str, fd: int, dev: int, table: DirTable) -> None:
+        self.path = path
+        self.real = real
+        self.fd = fd
+        self.dev = dev
+        self.table = table
 
     def close(self) -> None:
         os.close(self.fd)
-
-
-def open_root(
-    path: str, allow_dangerous: bool, named_symlinks: Collection[str],
-    time_of: Callable[[os.stat_result], float],
-) -> Root:
-    """Open a configured root from ``/``, one component at a time (see ``rootpath``)."""
-    try:
-        fd, real = open_root_dir(path, named_symlinks)
-    except SymlinkRefusedError as exc:
-        raise RefusedRootError(f"root {refused_symlink(path, exc)}") from None
-    except ComponentError as exc:
-        why = shown(exc.strerror or "")
-        if exc.where == path:  # "root /x does not exist", "root /x is not a directory"
-            raise RootError(f"root {why}", why.removeprefix(f"{path} ")) from None
-        raise RootError(f"root {path}: {why}", why) from None
-    except OSError as exc:
-        raise RootError(f"root {path}: {describe(exc)}", describe(exc)) from None
-    reason = dangerous_reason(real)
-    if reason and not allow_dangerous:
-        os.close(fd)
-        raise RefusedRootError(
-            f"root {path} is really {real}, {reason}; refused unless allow_dangerous_root: true"
-        )
-    st = os.fstat(fd)
-    table = DirTable(path)
-    table.add(-1, "", st, time_of(st))
-    return Root(path, real, fd, st.st_dev, table)
 
 
 class Cursor:
@@ -309,13 +273,15 @@ class Cursor:
         self.low = min(self.low, max(keep, 1))
 
 
-@dataclass
 class Counts:
     """What a walk saw besides what its visitor counts."""
 
-    dirs: int = 0
-    other_filesystem: int = 0
-    excluded_dirs: int = 0
+    __slots__ = ("dirs", "excluded_dirs", "other_filesystem")
+
+    def __init__(self) -> None:
+        self.dirs = 0
+        self.other_filesystem = 0
+        self.excluded_dirs = 0
 
     def merge(self, other: Counts) -> None:
         self.dirs += other.dirs
@@ -391,3 +357,88 @@ def _visit(
         subdirs = kept
     # Reversed, so the stack pops them in directory order.
     stack.extend((node, name) for name in reversed(subdirs))
+
+
+Match = Callable[[str, str], bool]
+
+
+class Listing:
+    """One directory's entries, sorted by the shared loop in ``list_dir``."""
+
+    __slots__ = ("files", "found", "matched", "matched_bytes", "other_fs", "special",
+                 "subdirs", "symlinks")
+
+    def __init__(self) -> None:
+        self.subdirs: list[str] = []
+        self.found: list[tuple[str, os.stat_result]] = []
+        self.files = self.symlinks = self.special = self.other_fs = 0
+        self.matched = self.matched_bytes = 0
+
+
+class Select:
+    """Which regular files ``list_dir`` stats and keeps, and the times it compares."""
+
+    __slots__ = ("attr", "cutoff", "dev", "match", "min_size")
+
+    def __init__(self, match: Match | None, dev: int | None, attr: str = "st_mtime",
+                 cutoff: float = math.inf, min_size: int = -1) -> None:
+        self.match = match  # match(rel_dir, name); None: every file
+        self.dev = dev  # a file on another device is counted, not kept (None: any device)
+        self.attr = attr  # the age time compared with cutoff
+        self.cutoff = cutoff  # keep files whose age time is below this
+        self.min_size = min_size  # and whose size is above this
+
+
+_NOTHING = Select(None, None)
+
+
+def list_dir(
+    fd: int, rel: str, select: Select | None, problems: Problems, table: DirTable, node: int,
+) -> Listing:
+    """The one scan loop every cleanup shares: list the directory open at ``fd``.
+
+    Entries are sorted by their ``d_type`` (no stat for that): subdirectories go to
+    ``subdirs`` (to enter), regular files are counted, and symlinks and special files
+    are only counted, never followed.  Without ``select`` nothing is stat'ed.  With it,
+    each regular file that ``select.match(rel, name)`` takes is stat'ed relative to
+    ``fd`` (never following a symlink) and counted as matched; a file on another device
+    (a bind mount) is counted apart; a file older than the cutoff and larger than the
+    minimum goes to ``found`` with its stat.  A stat that fails is counted in ``problems``.
+    """
+    out = Listing()
+    subdirs, found = out.subdirs, out.found
+    files = links = special = other_fs = matched = matched_bytes = 0
+    rule = select or _NOTHING
+    match, dev, cutoff, min_size, attr = rule.match, rule.dev, rule.cutoff, rule.min_size, rule.attr
+    by_mtime = attr == "st_mtime"
+    with os.scandir(fd) as entries:
+        for entry in entries:
+            if entry.is_file(follow_symlinks=False):
+                files += 1
+                if select is None:
+                    continue
+                name = entry.name
+                if match is not None and not match(rel, name):
+                    continue
+                try:
+                    st = entry.stat(follow_symlinks=False)
+                except OSError as exc:
+                    problems.add(table.path(node, name), exc)
+                    continue
+                if dev is not None and st.st_dev != dev:
+                    other_fs += 1
+                    continue
+                size = st.st_size
+                matched += 1
+                matched_bytes += size
+                if (st.st_mtime if by_mtime else getattr(st, attr)) < cutoff and size > min_size:
+                    found.append((name, st))
+            elif entry.is_dir(follow_symlinks=False):
+                subdirs.append(entry.name)
+            elif entry.is_symlink():
+                links += 1
+            else:
+                special += 1
+    out.files, out.symlinks, out.special, out.other_fs = files, links, special, other_fs
+    out.matched, out.matched_bytes = matched, matched_bytes
+    return out
