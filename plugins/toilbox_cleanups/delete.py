@@ -296,24 +296,35 @@ def _why_changed(
     return "replaced or changed since the plan"  # ctime: a new file on a reused inode, chmod
 
 
-def deleted_paths(
-    roots: list[Root], plan: Plan, done: Done
+def listed_paths(
+    roots: list[Root], plan: Plan, done: Done | None = None
 ) -> tuple[list[str], int, report.DirSizes]:
+    """The plan's paths (or, with ``done``, the deleted ones), their bytes, and the bytes
+    per directory, made for people: one printable line each."""
     paths: list[str] = []
-    size = 0
+    total = 0
     sizes = report.DirSizes()
-    names, sizes_of = plan.cands.names, plan.cands.size
-    for (root_index, node, members), codes in zip(plan.groups, done.statuses, strict=True):
-        prefix = roots[root_index].table.path(node).rstrip("/") + "/"
-        if codes.count(DELETED) == len(codes):  # all of them: the usual case
-            kept: Sequence[int] = members
-            dir_bytes = plan.cands.bytes_of(members)
+    names, size = plan.cands.names, plan.cands.size
+    for gi, (root_index, node, planned) in enumerate(plan.groups):
+        members = planned
+        if done is not None:
+            codes = done.statuses[gi]
+            if codes.count(DELETED) != len(codes):  # not all of them: the rare case
+                members = [ci for ci, code in zip(planned, codes, strict=True)
+                           if code == DELETED]
+        if isinstance(members, range):
+            first, stop = members.start, members.stop
+            mine, nbytes = names[first:stop], sum(size[first:stop])
         else:
-            kept = [ci for ci, code in zip(members, codes, strict=True) if code == DELETED]
-            dir_bytes = sum([sizes_of[ci] for ci in kept])
-        if kept:
-            paths.extend([prefix + (n if n.isprintable() else shown(n))
-                          for n in map(names.__getitem__, kept)])
-            size += dir_bytes
-            sizes.add(prefix.rstrip("/") or "/", len(kept), dir_bytes)
-    return paths, size, sizes
+            mine, nbytes = [names[ci] for ci in members], sum([size[ci] for ci in members])
+        if not mine:
+            continue
+        directory = roots[root_index].table.path(node)
+        prefix = directory.rstrip("/") + "/"
+        if "".join(mine).isprintable():
+            paths.extend([prefix + name for name in mine])
+        else:
+            paths.extend([prefix + shown(name) for name in mine])
+        total += nbytes
+        sizes.add(directory, len(mine), nbytes)
+    return paths, total, sizes

@@ -16,7 +16,6 @@ import toilbox
 from toilbox.units import format_size
 from toilbox_cleanups import delete, pool, report
 from toilbox_cleanups.filescan import Scan, Spec, scan_roots
-from toilbox_cleanups.match import shown
 from toilbox_cleanups.params import FilesParams
 from toilbox_cleanups.roots import open_roots, under
 from toilbox_cleanups.walk import Problems, Root
@@ -46,18 +45,6 @@ def run(ctx: toilbox.TaskContext, params: FilesParams) -> toilbox.Result:
         progress.close()
         for root in roots:
             root.close()
-
-
-def _planned_paths(roots: list[Root], plan: delete.Plan) -> tuple[list[str], report.DirSizes]:
-    paths: list[str] = []
-    sizes = report.DirSizes()
-    names = plan.cands.names
-    for root_index, node, members in plan.groups:
-        prefix = roots[root_index].table.path(node).rstrip("/") + "/"
-        paths.extend([prefix + (n if n.isprintable() else shown(n))
-                      for n in map(names.__getitem__, members)])
-        sizes.add(prefix.rstrip("/") or "/", len(members), plan.cands.bytes_of(members))
-    return paths, sizes
 
 
 def _common_data(
@@ -105,7 +92,7 @@ def _planned(
     ctx: toilbox.TaskContext, params: FilesParams, roots: list[Root], scan: Scan,
     plan: delete.Plan, budget: report.Budget, problems: Problems, scanned_s: float,
 ) -> toilbox.Result:
-    paths, sizes = _planned_paths(roots, plan)
+    paths, _, sizes = delete.listed_paths(roots, plan)
     largest, sample = sizes.largest(), paths[: report.SAMPLE]
     what = f"{report.count(plan.files, 'file')} ({format_size(plan.size)})"
     scanned = scan.files
@@ -133,7 +120,7 @@ def _deleted(
     scanned_s: float,
 ) -> toilbox.Result:
     problems.merge(done.problems)
-    paths, freed, sizes = delete.deleted_paths(roots, plan, done)
+    paths, freed, sizes = delete.listed_paths(roots, plan, done)
     report.log_paths(ctx, "cleanup.deleted", paths)
     summary = (f"deleted {report.count(len(paths), 'file')}, {format_size(freed)} freed "
                f"{under(params.roots)}, {report.count(problems.count, 'error')}")
