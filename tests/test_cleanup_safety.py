@@ -29,8 +29,8 @@ import structlog
 
 import toilbox
 from toilbox import Status
-from toilbox_cleanups import delete, emptydirs, files, report
-from toilbox_cleanups.params import EmptyDirsParams, FilesParams
+from toilbox_cleanups import delete, emptydirs, files, logs, report
+from toilbox_cleanups.params import EmptyDirsParams, FilesParams, LogsParams
 
 DAY = 86400.0
 OLD = time.time() - 30 * DAY
@@ -310,6 +310,38 @@ def test_one_filesystem_false_crosses(tmp_path: Path, mounted: Path) -> None:
     make(mounted / "other-fs-file")
     clean(tmp_path, tmp_path / "root", one_filesystem=False)
     assert not (mounted / "other-fs-file").exists()
+
+
+@pytest.fixture
+def bound_file(tmp_path: Path, mounted: Path) -> Iterator[Path]:
+    """An old log in the root that is really a file of another filesystem, bind-mounted."""
+    source = make(mounted / "elsewhere.log", b"another filesystem's log\n")
+    target = make(tmp_path / "root" / "app.log", b"")
+    done = subprocess.run(["mount", "--bind", str(source), str(target)], capture_output=True,
+                          text=True, check=False)
+    if done.returncode:
+        pytest.skip(f"cannot bind-mount a file here: {done.stderr.strip()}")
+    try:
+        yield target
+    finally:
+        subprocess.run(["umount", "-l", str(target)], check=False)
+
+
+@pytest.mark.parametrize("kind", ["files", "logs"])
+def test_a_file_bind_mounted_from_another_filesystem_is_left_alone(
+    tmp_path: Path, mounted: Path, bound_file: Path, kind: str
+) -> None:
+    root = tmp_path / "root"
+    if kind == "files":
+        result = clean(tmp_path, root)
+    else:
+        result = logs.run(context(tmp_path), LogsParams(
+            roots=[str(root)], compress_after="1d", delete_after="7d", keep=0))
+    assert result.status is Status.OK, result.summary
+    assert sorted(os.listdir(root)) == ["app.log", "mnt"]
+    assert (mounted / "elsewhere.log").read_bytes() == b"another filesystem's log\n"
+    if kind == "files":
+        assert result.data["ignored"]["other_filesystem"] == 2  # the file and mnt/
 
 
 # --- dangerous roots ---
