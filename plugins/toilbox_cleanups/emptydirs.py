@@ -17,10 +17,11 @@ from collections.abc import Callable
 
 import toilbox
 from toilbox_cleanups import report
+from toilbox_cleanups.listing import list_dir
 from toilbox_cleanups.match import Filter
 from toilbox_cleanups.params import EmptyDirsParams
 from toilbox_cleanups.roots import open_roots, under
-from toilbox_cleanups.walk import Counts, Cursor, Problems, Root, list_dir, walk
+from toilbox_cleanups.walk import Counts, Cursor, Problems, Root, walk
 
 
 def _plan_root(

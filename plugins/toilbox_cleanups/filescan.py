@@ -16,9 +16,10 @@ from typing import Any
 
 from toilbox_cleanups import pool, report
 from toilbox_cleanups.delete import Candidates
+from toilbox_cleanups.listing import Select, list_dir
 from toilbox_cleanups.match import Filter
 from toilbox_cleanups.params import FilesParams
-from toilbox_cleanups.walk import Counts, Cursor, Problems, Root, Rows, Select, list_dir, walk
+from toilbox_cleanups.walk import Counts, Cursor, Problems, Root, Rows, walk
 
 SPLIT_ITEMS = 16  # aim for at least this many work items per worker
 

@@ -26,10 +26,11 @@ from collections.abc import Callable
 import toilbox
 from toilbox.units import format_size
 from toilbox_cleanups import report
+from toilbox_cleanups.listing import Select, list_dir
 from toilbox_cleanups.match import Filter, shown
 from toilbox_cleanups.params import LogsParams
 from toilbox_cleanups.roots import open_roots, under
-from toilbox_cleanups.walk import Counts, Cursor, Problems, Root, Select, list_dir, walk
+from toilbox_cleanups.walk import Counts, Cursor, Problems, Root, walk
 
 TMP_PREFIX = ".toilbox-gz-"
 STALE_TMP_S = 3600.0
