@@ -252,6 +252,8 @@ def scaling(base: Path, sizes: list[int], runs: int, toilbox: str) -> list[dict[
                     shutil.rmtree(tools.tree)
             row = {"files": float(files)}
             row.update({key: sample.median for key, sample in samples.items()})
+            row.update({f"{key}_cpu": statistics.median(sample.cpu)
+                        for key, sample in samples.items()})
             rows.append(row)
             print(f"  {files:>9,} files: scan {row['scan']:.3f}s (find {row['scan_find']:.3f}s), "
                   f"delete {row['delete']:.3f}s (find {row['delete_find']:.3f}s)")
@@ -264,34 +266,38 @@ def scaling_markdown(rows: list[dict[str, float]], base: Path) -> str:
     lines = [
         f"Cleanup (`cleanup.files`, `older_than: 7d`) on {fs_kind(base)} ({base}), half the "
         "files old; whole-process wall time, medians; files/s counts the files scanned "
-        "(dry run) or deleted.",
+        "(dry run) or deleted; cpu is the user and system time of the whole process tree, "
+        "which the machine's load does not inflate. "
+        f"{len(rows)} sizes, load average {os.getloadavg()[0]:.1f} at the end.",
         "",
-        "| cleanup | files | toilbox | files/s | find | files/s | toilbox / find |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| cleanup | files | toilbox | files/s | cpu | find | files/s | cpu | toilbox / find |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for row in rows:
         n = int(row["files"])
         for label, key, handled in (("scan (dry run)", "scan", n), ("delete", "delete", n // 2)):
             ours, theirs = row[key], row[f"{key}_find"]
             lines.append(f"| {label} | {n:,} | {ours:.2f} s | {handled / ours:,.0f} | "
-                         f"{theirs:.2f} s | {handled / theirs:,.0f} | {ours / theirs:.2f}x |")
+                         f"{row[f'{key}_cpu']:.2f} s | {theirs:.2f} s | {handled / theirs:,.0f} | "
+                         f"{row[f'{key}_find_cpu']:.2f} s | {ours / theirs:.2f}x |")
     lines += ["", growth_sentence(rows)]
     return "\n".join(lines)
 
 
 def growth_sentence(rows: list[dict[str, float]]) -> str:
-    """Linear or better: the cost of each further file does not grow with the tree."""
+    """Linear or better: a further file costs no more CPU in a larger tree (CPU, not wall
+    time, so that another process's load does not decide the verdict)."""
     if len(rows) < 3:
         return "Too few sizes measured to judge the curve."
     parts, worse = [], []
     for key in ("scan", "delete"):
-        (n0, t0), (n1, t1), (n2, t2) = ((r["files"], r[key]) for r in rows[:3])
-        low = (t1 - t0) / (n1 - n0) * 1e6  # microseconds per further file
+        (n0, t0), (n1, t1), (n2, t2) = ((r["files"], r[f"{key}_cpu"]) for r in rows[:3])
+        low = (t1 - t0) / (n1 - n0) * 1e6  # CPU microseconds per further file
         high = (t2 - t1) / (n2 - n1) * 1e6
         if high > low * 1.15:  # more than noise: each further file costs more
             worse.append(key)
-        parts.append(f"{key}: {low:.2f} µs per further file from {int(n0):,} to {int(n1):,} "
-                     f"files, {high:.2f} µs from {int(n1):,} to {int(n2):,}")
+        parts.append(f"{key}: {low:.1f} µs of CPU per further file from {int(n0):,} to "
+                     f"{int(n1):,} files, {high:.1f} µs from {int(n1):,} to {int(n2):,}")
     verdict = ("Both curves are linear or better: a further file costs no more in a larger "
                "tree" if not worse else
                f"Worse than linear ({' and '.join(worse)}): a further file costs more in a "
