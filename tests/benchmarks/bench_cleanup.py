@@ -19,7 +19,7 @@ run machinery, no files), so the table says how much of toilbox's time is start-
 
 Goals (issue 14): on tmpfs, delete at most 1.25x find -delete, scan at most 1.5x find
 -print; on disk, at most 1.0x.  Figures are medians of --runs rounds; "cpu" is the user
-plus system time of the whole process tree, which load on the machine does not inflate.
+plus system time of the whole process tree, which depends much less on the machine's load.
 
     .venv/bin/python tests/benchmarks/bench_cleanup.py [--base /dev/shm] [--base /tmp]
         [--runs 5] [--files 200000]
@@ -118,8 +118,9 @@ def timed(argv: list[str]) -> tuple[float, float]:
 class Tools:
     """The command lines of every tool, for one tree."""
 
-    def __init__(self, work: Path, toilbox: str) -> None:
+    def __init__(self, work: Path, toilbox: str, baseline: Path | None = None) -> None:
         self.work = work
+        self.baseline = baseline
         self.tree = work / "tree"
         self.toilbox = toilbox
         self.config = work / "toilbox.yaml"
@@ -143,6 +144,10 @@ class Tools:
     def run(self, task: str, *extra: str) -> list[str]:
         return [self.toilbox, "-c", str(self.config), "run", task, *extra]
 
+    def run_baseline(self, task: str, *extra: str) -> list[str]:
+        """The same run with another copy of toilbox_cleanups first on the path."""
+        return ["env", f"PYTHONPATH={self.baseline}", *self.run(task, *extra)]
+
     def startup(self) -> dict[str, list[str]]:
         floor = "import pluggy, structlog, tenacity, click, pydantic, yaml"
         return {"import floor": [sys.executable, "-c", floor],
@@ -153,6 +158,8 @@ class Tools:
         out = {"find -print": ["sh", "-c", f"find {tree} -type f -mtime +7 -print >/dev/null"],
                "toilbox run --dry-run": self.run("bench", "--dry-run"),
                "toilbox --dry-run, 1 worker": self.run("bench1", "--dry-run")}
+        if self.baseline is not None:
+            out["toilbox --dry-run, baseline"] = self.run_baseline("bench", "--dry-run")
         if "tmpreaper" not in self.missing:
             out["tmpreaper --test"] = [str(shutil.which("tmpreaper")), "--test", "--mtime",
                                        "7d", tree]
@@ -163,6 +170,8 @@ class Tools:
         out = {"find -delete": ["find", tree, "-type", "f", "-mtime", "+7", "-delete"],
                "toilbox run": self.run("bench"),
                "toilbox run, 1 worker": self.run("bench1")}
+        if self.baseline is not None:
+            out["toilbox run, baseline"] = self.run_baseline("bench")
         if "tmpreaper" not in self.missing:
             out["tmpreaper"] = [str(shutil.which("tmpreaper")), "--mtime", "7d", tree]
         if "systemd-tmpfiles" not in self.missing:
@@ -178,11 +187,13 @@ def fs_kind(path: Path) -> str:
     return "tmpfs" if name in ("tmpfs", "ramfs") else "disk"
 
 
-def bench_base(base: Path, files: int, runs: int, toilbox: str) -> dict[str, Sample]:
+def bench_base(
+    base: Path, files: int, runs: int, toilbox: str, baseline: Path | None
+) -> dict[str, Sample]:
     """Every tool on one filesystem, ``runs`` rounds; returns the samples by row name."""
     work = Path(tempfile.mkdtemp(prefix="toilbox-bench-", dir=base))
     try:
-        tools = Tools(work, toilbox)
+        tools = Tools(work, toilbox, baseline)
         for tool in tools.missing:
             print(f"skipping {tool}: not installed (Debian: apt-get install {tool})")
         timed(tools.run("empty"))  # warm caches, create the store
@@ -267,7 +278,7 @@ def scaling_markdown(rows: list[dict[str, float]], base: Path) -> str:
         f"Cleanup (`cleanup.files`, `older_than: 7d`) on {fs_kind(base)} ({base}), half the "
         "files old; whole-process wall time, medians; files/s counts the files scanned "
         "(dry run) or deleted; cpu is the user and system time of the whole process tree, "
-        "which the machine's load does not inflate. "
+        "which depends much less than wall time on what else the machine runs. "
         f"{len(rows)} sizes, load average {os.getloadavg()[0]:.1f} at the end.",
         "",
         "| cleanup | files | toilbox | files/s | cpu | find | files/s | cpu | toilbox / find |",
@@ -327,6 +338,10 @@ def main() -> None:
     parser.add_argument("--files", type=int, default=200_000)
     parser.add_argument("--scaling", help="sizes for the scaling table, e.g. 20000,200000,1000000")
     parser.add_argument("--write-docs", type=Path, help="write the scaling rows into this file")
+    parser.add_argument("--baseline", type=Path, help="a directory holding another copy of "
+                        "the toilbox_cleanups package, measured beside this one (e.g. main's: "
+                        "git archive main plugins/toilbox_cleanups | tar -x -C DIR, then "
+                        "--baseline DIR/plugins)")
     args = parser.parse_args()
     # Measure toilbox as installed, with its bytecode cached: without this, a shell that
     # sets PYTHONDONTWRITEBYTECODE makes every run compile toilbox's modules again.
@@ -345,7 +360,7 @@ def main() -> None:
         return
     files = tree_size(args.files)
     for base in bases:
-        report(base, files, bench_base(base, files, args.runs, toilbox))
+        report(base, files, bench_base(base, files, args.runs, toilbox, args.baseline))
 
 
 if __name__ == "__main__":
