@@ -244,6 +244,7 @@ def report(base: Path, files: int, results: dict[str, Sample]) -> None:
 def scaling(base: Path, sizes: list[int], runs: int, toilbox: str) -> list[dict[str, float]]:
     """toilbox and find, scan and delete, at each size: the rows of the scaling table."""
     rows = []
+    load = os.getloadavg()[0]
     work = Path(tempfile.mkdtemp(prefix="toilbox-scale-", dir=base))
     try:
         tools = Tools(work, toilbox)
@@ -261,7 +262,7 @@ def scaling(base: Path, sizes: list[int], runs: int, toilbox: str) -> list[dict[
                     subprocess.run(["sync"], check=False)
                     samples[key].add(*timed(argv))
                     shutil.rmtree(tools.tree)
-            row = {"files": float(files)}
+            row = {"files": float(files), "load": load}
             row.update({key: sample.median for key, sample in samples.items()})
             row.update({f"{key}_cpu": statistics.median(sample.cpu)
                         for key, sample in samples.items()})
@@ -279,7 +280,7 @@ def scaling_markdown(rows: list[dict[str, float]], base: Path) -> str:
         "files old; whole-process wall time, medians; files/s counts the files scanned "
         "(dry run) or deleted; cpu is the user and system time of the whole process tree, "
         "which depends much less than wall time on what else the machine runs. "
-        f"{len(rows)} sizes, load average {os.getloadavg()[0]:.1f} at the end.",
+        f"Load average {rows[0]['load']:.1f} at the start, {os.getloadavg()[0]:.1f} at the end.",
         "",
         "| cleanup | files | toilbox | files/s | cpu | find | files/s | cpu | toilbox / find |",
         "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
