@@ -16,7 +16,7 @@ import structlog
 
 import toilbox
 from toilbox import Status
-from toilbox_cleanups import delete, files, report
+from toilbox_cleanups import delete, files, filescan, report
 from toilbox_cleanups.params import FilesParams
 
 DAY = 86400.0
@@ -306,7 +306,7 @@ def test_a_crashing_worker_is_reported_and_nothing_is_deleted(
     for d in range(4):
         make(root / f"d{d}" / "a" / "b" / "c" / "f")
     parent = os.getpid()
-    real = files.make_visit
+    real = filescan.make_visit
 
     def crashing(*args: Any) -> Any:
         visit = real(*args)
@@ -318,7 +318,7 @@ def test_a_crashing_worker_is_reported_and_nothing_is_deleted(
 
         return crash
 
-    monkeypatch.setattr(files, "make_visit", crashing)
+    monkeypatch.setattr(filescan, "make_visit", crashing)
     with pytest.raises(Exception, match=r"worker \d of 2 failed: killed by SIGKILL"):
         clean(tmp_path, workers=2)
     assert len(remaining(root)) == 4
@@ -331,7 +331,7 @@ def test_workers_stay_in_the_task_process_group(
     for d in range(4):
         make(root / f"d{d}" / "a" / "b" / "c" / "f")
     seen = tmp_path / "groups"
-    real = files.make_visit
+    real = filescan.make_visit
 
     def recording(*args: Any) -> Any:
         visit = real(*args)
@@ -343,7 +343,7 @@ def test_workers_stay_in_the_task_process_group(
 
         return record
 
-    monkeypatch.setattr(files, "make_visit", recording)
+    monkeypatch.setattr(filescan, "make_visit", recording)
     clean(tmp_path, workers=2)
     rows = {tuple(line.split()) for line in seen.read_text().splitlines()}
     assert {pgid for _, pgid in rows} == {str(os.getpgid(0))}

@@ -11,8 +11,8 @@ from __future__ import annotations
 import math
 import os
 import stat
-from collections.abc import Iterator
-from dataclasses import dataclass, field
+from array import array
+from collections.abc import Iterator, Sequence
 
 from toilbox.units import format_size
 from toilbox_cleanups import pool, report
@@ -20,31 +20,75 @@ from toilbox_cleanups.match import shown
 from toilbox_cleanups.params import FilesParams
 from toilbox_cleanups.walk import Cursor, Problems, Root
 
-# (name, inode, size, age time, 512-byte blocks, ctime), as the scan found it
-Candidate = tuple[str, int, int, float, int, float]
-Group = tuple[int, int, list[Candidate]]  # (root index, directory node, candidates)
+# (root index, directory node, indices of its planned files in the Candidates)
+Group = tuple[int, int, Sequence[int]]
 
 DELETED, SKIPPED, FAILED = 0, 1, 2
 INLINE_BELOW = 2_000  # fewer deletes than this are not worth forking workers for
 ITEMS_PER_WORKER = 16
 
 
-@dataclass
+class Candidates:
+    """The files a scan selected, as it found them, column by column.
+
+    Columns (a list of names and arrays of numbers) are what makes a worker's share
+    cheap to send and to merge: pickling an array copies its bytes, where a tuple per
+    file would be rebuilt object by object in the parent.
+    """
+
+    __slots__ = ("blocks", "ctime", "ino", "names", "size", "time")
+
+    def __init__(self) -> None:
+        self.names: list[str] = []
+        self.ino = array("Q")
+        self.size = array("q")
+        self.time = array("d")  # the age time: st_mtime, st_atime or st_ctime
+        self.blocks = array("q")  # 512-byte blocks, what deleting it frees
+        self.ctime = array("d")  # a new file on a reused inode number has another ctime
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    def extend(self, other: Candidates) -> None:
+        self.names.extend(other.names)
+        for column in ("ino", "size", "time", "blocks", "ctime"):
+            getattr(self, column).extend(getattr(other, column))
+
+    def bytes_of(self, indices: Sequence[int]) -> int:
+        if isinstance(indices, range) and indices.step == 1:
+            return sum(self.size[indices.start : indices.stop])
+        size = self.size
+        return sum([size[i] for i in indices])
+
+
 class Plan:
-    groups: list[Group]
-    files: int
-    size: int
-    targets: list[str] = field(default_factory=list)
-    unmet: list[str] = field(default_factory=list)
+    __slots__ = ("cands", "files", "groups", "size", "targets", "unmet")
+
+    def __init__(self, cands: Candidates, groups: list[Group], files: int, size: int,
+                 targets: list[str] | None = None, unmet: list[str] | None = None) -> None:
+        self.cands = cands
+        self.groups = groups
+        self.files = files
+        self.size = size
+        self.targets = targets or []
+        self.unmet = unmet or []
 
 
-def select(  # noqa: PLR0912 -- one pass over two kinds of target, kept together
-    roots: list[Root], groups: list[Group], matched_bytes: int, params: FilesParams
+def select(  # noqa: PLR0912, PLR0915 -- one pass over two kinds of target, kept together
+    roots: list[Root], cands: Candidates, found: list[tuple[int, int, int]],
+    matched_bytes: int, params: FilesParams,
 ) -> Plan:
-    """All candidates; or, with budget targets, the oldest until the targets are met."""
+    """All candidates; or, with budget targets, the oldest until the targets are met.
+
+    ``found`` is the scan's (root index, directory node, count) in candidate order.
+    """
+    groups: list[Group] = []
+    start = 0
+    for root_index, node, count in found:
+        groups.append((root_index, node, range(start, start + count)))
+        start += count
     if params.max_total_size is None and params.min_free is None:
-        return Plan(groups, sum(len(g[2]) for g in groups),
-                    sum(c[2] for g in groups for c in g[2]))
+        return Plan(cands, groups, len(cands), sum(cands.size))
     targets: list[str] = []
     excess = -1
     if params.max_total_size is not None:
@@ -62,30 +106,27 @@ def select(  # noqa: PLR0912 -- one pass over two kinds of target, kept together
             wanted = int(amount * total / 100) if kind == "percent" else int(amount)
             filesystems[root.dev] = (root, avail, total)
             needs[root.dev] = wanted - avail
-    flat = sorted(
-        (c[3], gi, ci) for gi, g in enumerate(groups) for ci, c in enumerate(g[2])
-    )
-    chosen: dict[int, list[Candidate]] = {}
+    owner = array("q", [gi for gi, (_, _, count) in enumerate(found) for _ in range(count)])
+    chosen: dict[int, list[int]] = {}
     files = size = 0
     freed: dict[int, int] = dict.fromkeys(needs, 0)
-    for _, gi, ci in flat:
+    for ci in sorted(range(len(cands)), key=cands.time.__getitem__):
         if excess <= 0 and not any(n > 0 for n in needs.values()):
             break
-        root_index, _, cands = groups[gi]
-        dev = roots[root_index].dev
+        gi = owner[ci]
+        dev = roots[found[gi][0]].dev
         if excess <= 0 and needs.get(dev, 0) <= 0:
             continue
-        cand = cands[ci]
-        chosen.setdefault(gi, []).append(cand)
+        chosen.setdefault(gi, []).append(ci)
         files += 1
-        size += cand[2]
-        excess -= cand[2]
+        size += cands.size[ci]
+        excess -= cands.size[ci]
         if dev in needs:
-            needs[dev] -= cand[4] * 512
-            freed[dev] += cand[4] * 512
+            needs[dev] -= cands.blocks[ci] * 512
+            freed[dev] += cands.blocks[ci] * 512
     unmet: list[str] = []
     if params.max_total_size is not None:
-        after = matched_bytes - sum(c[2] for cs in chosen.values() for c in cs)
+        after = matched_bytes - size
         targets.append(
             f"target max_total_size {format_size(params.max_total_size)}: "
             f"{format_size(matched_bytes)} matched now, {format_size(after)} after the plan"
@@ -104,8 +145,8 @@ def select(  # noqa: PLR0912 -- one pass over two kinds of target, kept together
         if needs[dev] > 0:
             unmet.append(f"min_free {shown_target} not reachable on {root.path}: "
                          f"{after_pct:.1f}% free after every eligible file")
-    kept = [(g[0], g[1], chosen[gi]) for gi, g in enumerate(groups) if gi in chosen]
-    return Plan(kept, files, size, targets, unmet)
+    kept: list[Group] = [(g[0], g[1], chosen[gi]) for gi, g in enumerate(groups) if gi in chosen]
+    return Plan(cands, kept, files, size, targets, unmet)
 
 
 def _free_target(params: FilesParams) -> str:
@@ -113,11 +154,15 @@ def _free_target(params: FilesParams) -> str:
     return f"{amount:g}%" if kind == "percent" else format_size(amount)
 
 
-@dataclass
 class Done:
-    statuses: list[bytearray]  # per plan group, one status per candidate
-    problems: Problems = field(default_factory=Problems)
-    skipped: Problems = field(default_factory=Problems)
+    """What the deletes did: one status per planned file, problems and skips."""
+
+    __slots__ = ("problems", "skipped", "statuses")
+
+    def __init__(self, groups: int) -> None:
+        self.statuses = [bytearray() for _ in range(groups)]  # per plan group
+        self.problems = Problems()
+        self.skipped = Problems()
 
 
 def delete(
@@ -126,18 +171,18 @@ def delete(
 ) -> Done:
     """Delete the plan, re-checking every entry; split across workers when it is large."""
     if workers <= 1 or plan.files < INLINE_BELOW:
-        done = Done([bytearray() for _ in plan.groups])
-        _delete_groups(roots, plan.groups, range(len(plan.groups)), attr, min_size, done,
+        done = Done(len(plan.groups))
+        _delete_groups(roots, plan, range(len(plan.groups)), attr, min_size, done,
                        lambda n: progress.update("deleting", n, plan.files), 0)
         return done
     items = _split(plan, workers * ITEMS_PER_WORKER)
 
     def work(indices: Iterator[int], tell: pool.Report) -> Done:
-        mine = Done([bytearray() for _ in plan.groups])
+        mine = Done(len(plan.groups))
         processed = 0
         for index in indices:
             start, stop = items[index]
-            processed = _delete_groups(roots, plan.groups, range(start, stop), attr, min_size,
+            processed = _delete_groups(roots, plan, range(start, stop), attr, min_size,
                                        mine, tell, processed)
         return mine
 
@@ -147,7 +192,7 @@ def delete(
         seen[worker] = processed
         progress.update("deleting", sum(seen.values()), plan.files)
 
-    done = Done([bytearray() for _ in plan.groups])
+    done = Done(len(plan.groups))
     for mine in pool.run(workers, len(items), work, on_progress if progress.enabled else None):
         for gi, codes in enumerate(mine.statuses):
             if codes:
@@ -173,67 +218,63 @@ def _split(plan: Plan, pieces: int) -> list[tuple[int, int]]:
     return items
 
 
-def _delete_groups(  # noqa: PLR0912, PLR0915 -- the per-file loop is inlined on purpose
-    roots: list[Root], groups: list[Group], indices: range, attr: str, min_size: int,
+def _delete_groups(  # noqa: PLR0915 -- the per-file loop is inlined on purpose
+    roots: list[Root], plan: Plan, indices: range, attr: str, min_size: int,
     done: Done, tell: pool.Report, processed: int,
 ) -> int:
-    """Delete groups[indices]; return ``processed`` plus the entries looked at."""
+    """Delete plan.groups[indices]; return ``processed`` plus the entries looked at."""
     cursors: dict[int, Cursor] = {}
     statuses, problems, skipped = done.statuses, done.problems, done.skipped
+    cands = plan.cands
+    names, inos, times, ctimes = cands.names, cands.ino, cands.time, cands.ctime
     lstat, unlink, is_reg = os.lstat, os.unlink, stat.S_ISREG
     by_mtime = attr == "st_mtime"
     try:
         for gi in indices:
-            root_index, node, cands = groups[gi]
+            root_index, node, members = plan.groups[gi]
             cursor = cursors.get(root_index)
             if cursor is None:
                 cursor = cursors[root_index] = Cursor(roots[root_index])
             table = cursor.table
-            codes = statuses[gi] = bytearray(len(cands))
-            processed += len(cands)
+            codes = statuses[gi] = bytearray(len(members))
+            processed += len(members)
             try:
                 fd = cursor.fd(node)
             except OSError as exc:
-                for ci in range(len(cands)):
-                    codes[ci] = FAILED
+                for k in range(len(members)):
+                    codes[k] = FAILED
                 problems.add(table.path(node), exc)
-                problems.count += len(cands) - 1
+                problems.count += len(members) - 1
                 continue
             dev = table.dev[node]
-            for ci, (name, ino, _size, then, _blocks, ctime) in enumerate(cands):
+            for k, ci in enumerate(members):
+                name = names[ci]
                 try:
                     st = lstat(name, dir_fd=fd)
                 except FileNotFoundError:
-                    codes[ci] = SKIPPED
+                    codes[k] = SKIPPED
                     skipped.add(table.path(node, name), "vanished")
                     continue
                 except OSError as exc:
-                    codes[ci] = FAILED
+                    codes[k] = FAILED
                     problems.add(table.path(node, name), exc)
                     continue
-                reason = None
-                if st.st_ino != ino or st.st_dev != dev:
-                    reason = "replaced by another file"
-                elif not is_reg(st.st_mode):
-                    reason = "no longer a regular file"
-                elif (st.st_mtime if by_mtime else getattr(st, attr)) > then:
-                    reason = f"{attr.removeprefix('st_')} changed since the plan"
-                elif st.st_size <= min_size:
-                    reason = "no longer larger than larger_than"
-                elif st.st_ctime != ctime:  # a new file on a reused inode number, or chmod
-                    reason = "replaced or changed since the plan"
-                if reason is not None:
-                    codes[ci] = SKIPPED
-                    skipped.add(table.path(node, name), reason)
+                # The same inode, unchanged since the plan: the common case, in one test.
+                if (st.st_ino == inos[ci] and st.st_ctime == ctimes[ci] and st.st_dev == dev
+                        and is_reg(st.st_mode) and st.st_size > min_size
+                        and (st.st_mtime if by_mtime else getattr(st, attr)) <= times[ci]):
+                    try:
+                        unlink(name, dir_fd=fd)
+                    except FileNotFoundError:
+                        codes[k] = SKIPPED
+                        skipped.add(table.path(node, name), "vanished")
+                    except OSError as exc:
+                        codes[k] = FAILED
+                        problems.add(table.path(node, name), exc)
                     continue
-                try:
-                    unlink(name, dir_fd=fd)
-                except FileNotFoundError:
-                    codes[ci] = SKIPPED
-                    skipped.add(table.path(node, name), "vanished")
-                except OSError as exc:
-                    codes[ci] = FAILED
-                    problems.add(table.path(node, name), exc)
+                codes[k] = SKIPPED
+                skipped.add(table.path(node, name), _why_changed(st, dev, inos[ci], times[ci],
+                                                                 ctimes[ci], attr, min_size))
             tell(processed)
     finally:
         for cursor in cursors.values():
@@ -241,22 +282,49 @@ def _delete_groups(  # noqa: PLR0912, PLR0915 -- the per-file loop is inlined on
     return processed
 
 
-def deleted_paths(
-    roots: list[Root], plan: Plan, done: Done
+def _why_changed(
+    st: os.stat_result, dev: int, ino: int, then: float, ctime: float, attr: str, min_size: int
+) -> str:
+    if st.st_ino != ino or st.st_dev != dev:
+        return "replaced by another file"
+    if not stat.S_ISREG(st.st_mode):
+        return "no longer a regular file"
+    if getattr(st, attr) > then:
+        return f"{attr.removeprefix('st_')} changed since the plan"
+    if st.st_size <= min_size:
+        return "no longer larger than larger_than"
+    return "replaced or changed since the plan"  # ctime: a new file on a reused inode, chmod
+
+
+def listed_paths(
+    roots: list[Root], plan: Plan, done: Done | None = None
 ) -> tuple[list[str], int, report.DirSizes]:
+    """The plan's paths (or, with ``done``, the deleted ones), their bytes, and the bytes
+    per directory, made for people: one printable line each."""
     paths: list[str] = []
-    size = 0
+    total = 0
     sizes = report.DirSizes()
-    for (root_index, node, cands), codes in zip(plan.groups, done.statuses, strict=True):
-        table = roots[root_index].table
-        prefix = table.path(node).rstrip("/") + "/"
-        dir_files = dir_bytes = 0
-        for cand, code in zip(cands, codes, strict=True):
-            if code == DELETED:
-                paths.append(prefix + shown(cand[0]))
-                dir_files += 1
-                dir_bytes += cand[2]
-        if dir_files:
-            size += dir_bytes
-            sizes.add(prefix.rstrip("/") or "/", dir_files, dir_bytes)
-    return paths, size, sizes
+    names, size = plan.cands.names, plan.cands.size
+    for gi, (root_index, node, planned) in enumerate(plan.groups):
+        members = planned
+        if done is not None:
+            codes = done.statuses[gi]
+            if codes.count(DELETED) != len(codes):  # not all of them: the rare case
+                members = [ci for ci, code in zip(planned, codes, strict=True)
+                           if code == DELETED]
+        if isinstance(members, range):
+            first, stop = members.start, members.stop
+            mine, nbytes = names[first:stop], sum(size[first:stop])
+        else:
+            mine, nbytes = [names[ci] for ci in members], sum([size[ci] for ci in members])
+        if not mine:
+            continue
+        directory = roots[root_index].table.path(node)
+        prefix = directory.rstrip("/") + "/"
+        if "".join(mine).isprintable():
+            paths.extend([prefix + name for name in mine])
+        else:
+            paths.extend([prefix + shown(name) for name in mine])
+        total += nbytes
+        sizes.add(directory, len(mine), nbytes)
+    return paths, total, sizes

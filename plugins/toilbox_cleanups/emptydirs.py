@@ -17,9 +17,10 @@ from collections.abc import Callable
 
 import toilbox
 from toilbox_cleanups import report
-from toilbox_cleanups.files import open_roots, under
+from toilbox_cleanups.listing import list_dir
 from toilbox_cleanups.match import Filter
 from toilbox_cleanups.params import EmptyDirsParams
+from toilbox_cleanups.roots import open_roots, under
 from toilbox_cleanups.walk import Counts, Cursor, Problems, Root, walk
 
 
@@ -34,17 +35,10 @@ def _plan_root(
     subdirs: dict[int, int] = {}
 
     def visit(fd: int, node: int) -> list[str]:
-        names: list[str] = []
-        other = 0
-        with os.scandir(fd) as entries:
-            for entry in entries:
-                if entry.is_dir(follow_symlinks=False):
-                    names.append(entry.name)
-                else:
-                    other += 1
-        others[node] = other
-        subdirs[node] = len(names)  # pruned or unopenable ones never count as removable
-        return names
+        listing = list_dir(fd, "", None, problems, table, node)
+        others[node] = listing.files + listing.symlinks + listing.special
+        subdirs[node] = len(listing.subdirs)  # pruned or unopenable ones never count
+        return listing.subdirs
 
     cursor = Cursor(root)
     try:
@@ -80,7 +74,7 @@ def run(ctx: toilbox.TaskContext, params: EmptyDirsParams) -> toilbox.Result:
 
     flt = Filter.build(params.include, params.exclude)
     match = None if flt.trivial else flt.matcher()
-    roots, problems = open_roots(params.roots, params.allow_dangerous_root, time_of)
+    roots, problems = open_roots(params, time_of)
     counts = Counts()
     try:
         plans = [

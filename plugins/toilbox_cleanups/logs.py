@@ -22,14 +22,14 @@ import os
 import stat
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 
 import toilbox
 from toilbox.units import format_size
 from toilbox_cleanups import report
-from toilbox_cleanups.files import open_roots, under
+from toilbox_cleanups.listing import Select, list_dir
 from toilbox_cleanups.match import Filter, shown
 from toilbox_cleanups.params import LogsParams
+from toilbox_cleanups.roots import open_roots, under
 from toilbox_cleanups.walk import Counts, Cursor, Problems, Root, walk
 
 TMP_PREFIX = ".toilbox-gz-"
@@ -44,12 +44,14 @@ _counter = itertools.count()
 Entry = tuple[int, int, str, int, int, float, float]
 
 
-@dataclass
 class LogPlan:
-    compress: list[Entry] = field(default_factory=list)
-    delete: list[Entry] = field(default_factory=list)
-    stale: list[Entry] = field(default_factory=list)  # our own temporaries, left by a crash
-    logs: int = 0
+    __slots__ = ("compress", "delete", "logs", "stale")
+
+    def __init__(self) -> None:
+        self.compress: list[Entry] = []
+        self.delete: list[Entry] = []
+        self.stale: list[Entry] = []  # our own temporaries, left by a crash
+        self.logs = 0
 
 
 def _step(name: str) -> None:
@@ -67,33 +69,21 @@ def _plan_root(
     compress_cutoff = now - params.compress_after if params.compress_after is not None else None
     delete_cutoff = now - params.delete_after if params.delete_after is not None else -math.inf
 
+    def is_log(rel: str, name: str) -> bool:
+        """A log, a compressed log, or one of our own temporaries."""
+        return ((name.startswith(TMP_PREFIX) and name.endswith(".tmp"))
+                or (name.endswith(".gz") and match(rel, name[:-3])) or match(rel, name))
+
     def visit(fd: int, node: int) -> list[str]:
-        rel = table.rel(node)
-        subdirs: list[str] = []
+        listing = list_dir(fd, table.rel(node), select, problems, table, node)
         logs: list[tuple[float, bool, Entry]] = []
-        with os.scandir(fd) as entries:
-            for entry in entries:
-                if entry.is_dir(follow_symlinks=False):
-                    subdirs.append(entry.name)
-                    continue
-                if not entry.is_file(follow_symlinks=False):
-                    continue
-                name = entry.name
-                tmp = name.startswith(TMP_PREFIX) and name.endswith(".tmp")
-                compressed = name.endswith(".gz") and match(rel, name[:-3])
-                if not (tmp or compressed or match(rel, name)):
-                    continue
-                try:
-                    st = entry.stat(follow_symlinks=False)
-                except OSError as exc:
-                    problems.add(table.path(node, name), exc)
-                    continue
-                item = (index, node, name, st.st_ino, st.st_size, st.st_mtime, st.st_ctime)
-                if tmp:
-                    if st.st_mtime < now - STALE_TMP_S:
-                        plan.stale.append(item)
-                else:
-                    logs.append((st.st_mtime, compressed or name.endswith(".gz"), item))
+        for name, st in listing.found:
+            item = (index, node, name, st.st_ino, st.st_size, st.st_mtime, st.st_ctime)
+            if name.startswith(TMP_PREFIX) and name.endswith(".tmp"):
+                if st.st_mtime < now - STALE_TMP_S:
+                    plan.stale.append(item)
+            else:
+                logs.append((st.st_mtime, name.endswith(".gz"), item))
         logs.sort(key=lambda log: log[0], reverse=True)
         plan.logs += len(logs)
         for rank, (mtime, compressed, item) in enumerate(logs):
@@ -102,8 +92,9 @@ def _plan_root(
                     plan.compress.append(item)
             elif rank >= params.keep and mtime < delete_cutoff:
                 plan.delete.append(item)
-        return subdirs
+        return listing.subdirs
 
+    select = Select(is_log, root.dev if params.one_filesystem else None)
     cursor = Cursor(root)
     try:
         walk(cursor, [0], visit, problems, counts,
@@ -122,8 +113,7 @@ def run(ctx: toilbox.TaskContext, params: LogsParams) -> toilbox.Result:
     """Compress old logs atomically, delete old compressed logs, keep the newest few."""
     started = time.monotonic()
     now = ctx.now().timestamp()
-    roots, problems = open_roots(params.roots, params.allow_dangerous_root,
-                                 lambda st: float(st.st_mtime))
+    roots, problems = open_roots(params, lambda st: float(st.st_mtime))
     counts = Counts()
     plan = LogPlan()
     try:

@@ -1,8 +1,10 @@
 """The cleanups' parameters, checked when the config loads so `toilbox validate` catches them.
 
-Roots are refused here when they are relative, not normalised, nested in one another or
-dangerous (``/``, ``/etc``, a home directory...).  The same check runs again at run time
-on the root's real path, which catches a symlink in a parent directory.
+Roots are refused here when they are relative, not normalised, nested in one another,
+dangerous (``/``, ``/etc``, a home directory...), or reached through a symlink that
+``root_symlinks`` does not name.  Every run opens each root again the same way, from
+``/`` one component at a time, and checks its real path, so what changed on disk since
+the config was validated is caught too.
 """
 
 from __future__ import annotations
@@ -25,7 +27,8 @@ from pydantic import (
 )
 
 from toilbox.units import Duration, Size, parse_percent, parse_size
-from toilbox_cleanups.match import compile_globs
+from toilbox_cleanups.match import compile_globs, shown
+from toilbox_cleanups.rootpath import SymlinkRefusedError, open_root_dir
 
 # The exact paths refused as roots; their subdirectories are fine (/var/tmp/app is, /var is not).
 DANGEROUS_ROOTS = frozenset(
@@ -108,6 +111,7 @@ class CommonParams(BaseModel):
     max_delete_bytes: Size | None = None
     one_filesystem: bool = True
     allow_dangerous_root: bool = False
+    root_symlinks: list[Root] = Field(default_factory=list)
 
     @field_validator("include", "exclude")
     @classmethod
@@ -128,7 +132,32 @@ class CommonParams(BaseModel):
                     raise ValueError(f"roots[{index}]: {root} is listed twice")
                 if root.startswith(other.rstrip("/") + "/") or other.startswith(root + "/"):
                     raise ValueError(f"roots[{index}]: {root} and {other} overlap")
+            self._check_on_disk(index, root)
         return self
+
+    def _check_on_disk(self, index: int, root: str) -> None:
+        """Open the root as a run would: a symlink on the way, or a real path that is
+        dangerous, is refused now.  A root that is missing or cannot be searched yet is
+        left to the run, which reports it."""
+        try:
+            fd, real = open_root_dir(root, self.root_symlinks)
+        except SymlinkRefusedError as exc:
+            raise ValueError(f"roots[{index}]: {refused_symlink(root, exc)}") from None
+        except OSError:
+            return
+        os.close(fd)
+        reason = dangerous_reason(real)
+        if reason and not self.allow_dangerous_root:
+            raise ValueError(f"roots[{index}]: {root} is really {real}, {reason}; "
+                             "refused unless allow_dangerous_root: true")
+
+
+def refused_symlink(root: str, exc: SymlinkRefusedError) -> str:
+    """The one-line refusal, the same at validation and at run time."""
+    link = shown(exc.link)
+    where = "is a symlink" if exc.link == root else f"passes through the symlink {link}"
+    return (f"{shown(root)} {where} (to {shown(exc.target)}); "
+            f"refused unless root_symlinks names {link}")
 
 
 class FilesParams(CommonParams):

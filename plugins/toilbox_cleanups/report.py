@@ -8,7 +8,6 @@ import json
 import logging
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -50,15 +49,18 @@ def resume_gc() -> None:
         gc.enable()
 
 
-@dataclass
 class Budget:
     """The plan against max_delete and max_delete_bytes."""
 
-    files: int
-    size: int
-    max_delete: int | None
-    max_delete_bytes: int | None
-    forced: bool
+    __slots__ = ("files", "forced", "max_delete", "max_delete_bytes", "size")
+
+    def __init__(self, files: int, size: int, max_delete: int | None,
+                 max_delete_bytes: int | None, forced: bool) -> None:
+        self.files = files
+        self.size = size
+        self.max_delete = max_delete
+        self.max_delete_bytes = max_delete_bytes
+        self.forced = forced
 
     @property
     def breaches(self) -> list[str]:
@@ -105,11 +107,13 @@ def budget(params: CommonParams, files: int, size: int, force: bool) -> Budget:
     return Budget(files, size, params.max_delete, params.max_delete_bytes, force)
 
 
-@dataclass
 class DirSizes:
     """Planned files and bytes per directory, for "the largest directories"."""
 
-    sizes: dict[str, list[int]] = field(default_factory=dict)
+    __slots__ = ("sizes",)
+
+    def __init__(self) -> None:
+        self.sizes: dict[str, list[int]] = {}
 
     def add(self, directory: str, files: int, size: int) -> None:
         entry = self.sizes.setdefault(directory, [0, 0])
@@ -158,9 +162,10 @@ def audit(
     directory.mkdir(mode=0o700, parents=True, exist_ok=True)
     target = directory / f"{ctx.run_id}-{kind}.json"
     partial = target.with_suffix(".tmp")
+    # json.dumps, not json.dump: only the one-shot encoder is the C one (10x faster).
+    text = json.dumps({"run_id": ctx.run_id, "task": ctx.task, "kind": kind, "paths": paths})
     with partial.open("w", encoding="utf-8") as out:
-        json.dump({"run_id": ctx.run_id, "task": ctx.task, "kind": kind, "paths": paths}, out)
-        out.write("\n")
+        out.write(text + "\n")
     partial.replace(target)
     _prune(directory)
     return {key: paths[:SAMPLE], f"{key}_file": str(target), f"{key}_total": len(paths)}

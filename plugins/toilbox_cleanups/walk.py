@@ -16,11 +16,8 @@ import errno
 import os
 import stat
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
-from pathlib import Path
 
 from toilbox_cleanups.match import shown
-from toilbox_cleanups.params import dangerous_reason
 
 O_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 WINDOW = 32  # descriptors kept open at the deep end of the current path
@@ -36,20 +33,14 @@ class OtherFilesystem(Exception):  # noqa: N818 -- a decision, not an error
     """A directory on another filesystem than its root's (one_filesystem: true)."""
 
 
-class RootError(Exception):
-    """A root that cannot be cleaned: missing, not a directory, a symlink."""
-
-
-class RefusedRootError(RootError):
-    """A root whose real path is dangerous: a config problem, never retried."""
-
-
-@dataclass
 class Problems:
     """Errors per entry: counted, with the first few kept as samples."""
 
-    count: int = 0
-    samples: list[dict[str, str]] = field(default_factory=list)
+    __slots__ = ("count", "samples")
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.samples: list[dict[str, str]] = []
 
     def add(self, path: str, error: BaseException | str) -> None:
         self.count += 1
@@ -166,44 +157,21 @@ class DirTable:
 Rows = tuple[list[int], list[str], list[int], list[int], list[float]]
 
 
-@dataclass
 class Root:
-    path: str
-    real: str
-    fd: int
-    dev: int
-    table: DirTable
+    """An open root: the path as configured, its real path, its descriptor and device,
+    and the table of the directories seen under it."""
+
+    __slots__ = ("dev", "fd", "path", "real", "table")
+
+    def __init__(self, path: str, real: str, fd: int, dev: int, table: DirTable) -> None:
+        self.path = path
+        self.real = real
+        self.fd = fd
+        self.dev = dev
+        self.table = table
 
     def close(self) -> None:
         os.close(self.fd)
-
-
-def open_root(path: str, allow_dangerous: bool, time_of: Callable[[os.stat_result], float]) -> Root:
-    """Open a configured root without following a symlink at its last component."""
-    try:
-        fd = _open_dir(path, None)
-    except FileNotFoundError as exc:
-        raise RootError(f"root {path} does not exist") from exc
-    except OSError as exc:
-        if isinstance(exc, DirChangedError):
-            raise RootError(f"root {path} is a symlink (roots are never followed)") from exc
-        if exc.errno == errno.ENOTDIR:
-            raise RootError(f"root {path} is not a directory") from exc
-        raise RootError(f"root {path}: {describe(exc)}") from exc
-    try:
-        real = str(Path(f"/proc/self/fd/{fd}").readlink())
-    except OSError:
-        real = path
-    reason = dangerous_reason(real)
-    if reason and not allow_dangerous:
-        os.close(fd)
-        raise RefusedRootError(
-            f"root {path} is really {real}, {reason}; refused unless allow_dangerous_root: true"
-        )
-    st = os.fstat(fd)
-    table = DirTable(path)
-    table.add(-1, "", st, time_of(st))
-    return Root(path, real, fd, st.st_dev, table)
 
 
 class Cursor:
@@ -304,13 +272,15 @@ class Cursor:
         self.low = min(self.low, max(keep, 1))
 
 
-@dataclass
 class Counts:
     """What a walk saw besides what its visitor counts."""
 
-    dirs: int = 0
-    other_filesystem: int = 0
-    excluded_dirs: int = 0
+    __slots__ = ("dirs", "excluded_dirs", "other_filesystem")
+
+    def __init__(self) -> None:
+        self.dirs = 0
+        self.other_filesystem = 0
+        self.excluded_dirs = 0
 
     def merge(self, other: Counts) -> None:
         self.dirs += other.dirs
