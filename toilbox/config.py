@@ -283,7 +283,9 @@ class Config(_Strict):
     host_id: str | None = Field(
         None, description="this daemon's name in the fleet (default: the hostname)"
     )
-    fleet: FleetTimings = FleetTimings()
+    fleet: FleetTimings = Field(
+        FleetTimings(), description="fleet mode: how long a claim lasts and when it is taken over"
+    )
     history_retention: Duration = Field(
         35 * 86400.0,
         ge=3600,
