@@ -16,12 +16,17 @@ class Receiver:
     def __init__(self) -> None:
         self.messages: list[dict] = []
         self.pings: list[str] = []
+        self.ping_bodies: list[str] = []
         received = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-                received.messages.append(json.loads(body))
+                if self.path.startswith("/ping/"):  # a Healthchecks ping, with a body
+                    received.pings.append(self.path)
+                    received.ping_bodies.append(body.decode())
+                else:
+                    received.messages.append(json.loads(body))
                 self.send_response(200)
                 self.end_headers()
 
@@ -109,7 +114,7 @@ def test_a_fix_that_does_not_help_opens_the_circuit(cli, write_config, receiver,
     cli("-c", str(config), "run", "svc")
     assert receiver.titles == ["svc is CRITICAL", "svc needs a human"]
     assert "still CRITICAL after the fix" in receiver.messages[1]["message"]
-    result = cli("-c", str(config), "run", "svc")
+    result = cli("-c", str(config), "--log-level", "info", "run", "svc")
     assert '"reason": "the circuit is open: still CRITICAL after the fix' in result.err
     assert "remediation.started" not in result.err
     assert cli("-c", str(config), "reset", "svc").out.startswith("svc: circuit closed")
@@ -123,7 +128,7 @@ def test_kill_switch_pauses_fixes_not_checks(cli, write_config, receiver, servic
     config = config_for(write_config, receiver, service)
     assert cli("-c", str(config), "pause", "--remediation").code == 0
     cli("-c", str(config), "run", "svc")
-    paused = cli("-c", str(config), "run", "svc")
+    paused = cli("-c", str(config), "--log-level", "info", "run", "svc")
     assert "remediation is paused" in paused.err
     assert service.read_text() == "critical"
     assert receiver.titles == ["svc is CRITICAL"], "notifications go on"
@@ -135,7 +140,7 @@ def test_kill_switch_pauses_fixes_not_checks(cli, write_config, receiver, servic
 def test_remediation_disabled_in_config(cli, write_config, receiver, service):
     config = config_for(write_config, receiver, service, extra="remediation: {enabled: false}")
     cli("-c", str(config), "run", "svc")
-    result = cli("-c", str(config), "run", "svc")
+    result = cli("-c", str(config), "--log-level", "info", "run", "svc")
     assert "remediation is disabled in the config" in result.err
     assert service.read_text() == "critical"
 
@@ -190,6 +195,19 @@ def test_healthchecks_pings(cli, write_config, receiver, service):
     paths = [p.split("?")[0] for p in receiver.pings]
     assert paths == ["/ping/abc/start", "/ping/abc", "/ping/def/start", "/ping/def/fail"]
     assert all("rid=" in p for p in receiver.pings)
+    assert receiver.ping_bodies == ["", "all good", "", "all good"], "the summary is the body"
+
+
+def test_a_ping_url_keeps_its_query_string(cli, write_config, receiver, service):
+    config = write_config(f"""
+        tasks:
+          beat: {{uses: check.faults, ping: "http://127.0.0.1:{receiver.port}/ping/key/beat?create=1"}}
+    """)
+    cli("-c", str(config), "run", "beat")
+    start, done = receiver.pings
+    assert start.startswith("/ping/key/beat/start?create=1&rid=")
+    assert done.startswith("/ping/key/beat?create=1&rid=")
+    assert start.split("rid=")[1] == done.split("rid=")[1], "one run, one rid"
 
 
 class FlakyService:

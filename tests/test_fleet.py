@@ -308,7 +308,8 @@ def test_twenty_hosts_fixing_at_once_with_five_percent_fix_one(tmp_path, pg_url)
     for index in range(20):
         config = fleet_config(tmp_path, pg_url, f"web-{index}", tasks, budget)
         env = {**os.environ, "TOILBOX_HOST_ID": f"web-{index}"}
-        processes.append(subprocess.Popen([*TOILBOX, "-c", str(config), "run", "disk"],
+        processes.append(subprocess.Popen([*TOILBOX, "-c", str(config), "--log-level", "info",
+                                           "run", "disk"],
                                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                                           env=env))
     errors = [p.communicate(timeout=120)[1].decode() for p in processes]

@@ -107,7 +107,7 @@ def test_task_using_a_broken_plugin_fails_validation_with_the_reason(cli, write_
     assert "toilbox: warning: plugin acme is broken: ImportError: acme_sdk is not installed" in warned.err
     assert warned.out.strip().endswith("ok (1 task)")
     works = cli("-c", str(config), "plugins", "--json")
-    assert works.code == 0
+    assert works.code == 1, "a broken plugin fails the listing, so a deploy can gate on it"
     listed = {p["name"]: p for p in json.loads(works.out)}
     assert listed["acme"]["status"] == "broken"
     assert listed["faults"]["task_types"] == ["check.faults"]

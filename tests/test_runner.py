@@ -116,7 +116,7 @@ def test_timeout_kills_the_task_and_everything_it_started(toilbox, config, tmp_p
 
 def test_crashes_are_recorded_and_retried(toilbox, config, tmp_path):
     code, result = run_json(toilbox, config, "exit")
-    assert code == 2
+    assert code == 3, "a check that crashed could not check: UNKNOWN"
     assert result["error"] == {"type": "crashed",
                                "message": "the task process exited with code 7 without a result"}
     assert result["attempts"] == 3
@@ -150,7 +150,7 @@ def test_a_tasks_own_retry_durations_are_read_as_durations(toilbox, write_config
 
 def test_exceptions_are_retried_then_fail(toilbox, config, tmp_path):
     code, result = run_json(toilbox, config, "raise")
-    assert code == 2
+    assert code == 3
     assert result["error"]["type"] == "exception"
     assert result["error"]["message"] == "RuntimeError: boom"
     assert "Traceback" in result["error"]["traceback"]
@@ -159,7 +159,7 @@ def test_exceptions_are_retried_then_fail(toilbox, config, tmp_path):
 
 def test_task_failed_is_not_retried(toilbox, config, tmp_path):
     code, result = run_json(toilbox, config, "fail")
-    assert code == 2
+    assert code == 3
     assert result["error"] == {"type": "failed", "message": "cannot work: misconfigured"}
     assert result["attempts"] == 1
     assert attempts_made(tmp_path) == 1
@@ -168,7 +168,7 @@ def test_task_failed_is_not_retried(toilbox, config, tmp_path):
 @pytest.mark.parametrize("task", ["garbage", "unserialisable"])
 def test_garbage_results_are_recorded_not_crashing(toilbox, config, task):
     code, result = run_json(toilbox, config, task)
-    assert code == 2
+    assert code == 3
     assert result["error"]["type"] == "bad-result"
     assert result["attempts"] == 1
 

@@ -52,7 +52,8 @@ def test_a_secret_in_a_key_is_redacted_everywhere(toilbox, write_config, plugin_
     env = {"TB_SECRET": SECRET}
     outputs = []
     for task in ("keyed", "perfdata"):
-        as_json = toilbox("-c", str(config), "run", task, "--json", env=env)
+        as_json = toilbox("-c", str(config), "--log-level", "info", "run", task, "--json",
+                          env=env)
         assert as_json.code == 0, as_json.err
         outputs += [as_json.out, as_json.err]
         plain = toilbox("-c", str(config), "run", task, env=env)
@@ -90,7 +91,7 @@ def test_a_short_value_is_plain_config_and_validate_says_so(toilbox, write_confi
         for name in ("TB_PORT", "TB_CODE")
     ]
     assert "long-enough-token" not in validated.err and "5432" not in validated.err
-    ran = toilbox("-c", str(config), "run", "a", "--json", env=env)
+    ran = toilbox("-c", str(config), "--log-level", "info", "run", "a", "--json", env=env)
     assert json.loads(ran.out)["summary"] == "db at 10.0.0.2:5432, code 2, token ***"
     history = json.loads(toilbox("-c", str(config), "history", "--json", env=env).out)[0]
     for key in ("started_at", "finished_at", "run_id"):

@@ -150,5 +150,5 @@ def test_plugin_files_are_compiled_from_source_never_from_a_cached_pyc(toilbox, 
 def test_a_fifo_named_like_a_plugin_is_reported_not_read(toilbox, tree, tmp_path):
     os.mkfifo(tree / "stuck.py", 0o644)
     result = toilbox("-c", str(_config(tmp_path, tree)), "plugins", "--json", timeout=30)
-    assert result.code == 0
+    assert result.code == 1, "listed as broken, and a broken plugin fails the listing"
     assert f'"error": "{tree / "stuck.py"} is not a regular file"' in result.out

@@ -15,6 +15,7 @@ from toilbox import plugins
 from toilbox.config import Config, LoadedConfig, Task
 from toilbox.errors import ConfigError, UsageError
 from toilbox.plugins import PluginHost
+from toilbox.starter import user_config_path
 from toilbox.store import ReadOnlyHistory, Store, open_history, open_store, recover_abandoned
 
 
@@ -22,7 +23,7 @@ def config_candidates() -> list[Path]:
     """Where a config is looked for, after ``-c`` and ``$TOILBOX_CONFIG``."""
     return [
         Path("toilbox.yaml"),
-        Path.home() / ".config" / "toilbox" / "toilbox.yaml",
+        user_config_path(),
         Path("/etc/toilbox/toilbox.yaml"),
     ]
 

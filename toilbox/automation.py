@@ -343,6 +343,24 @@ def reset(app: App, name: str) -> str:
     return f"{name}: circuit closed; automatic fixes may run again"
 
 
+def pause_remediation(app: App) -> str:
+    """The kill switch: no automatic fix anywhere until ``resume_remediation``."""
+    from toilbox.models import now_iso
+
+    app.store().set_setting(PAUSED, f"by toilbox pause at {now_iso()}")
+    log.warning("remediation.paused")
+    return (
+        "remediation paused: checks and notifications go on; `toilbox resume "
+        "--remediation` undoes it"
+    )
+
+
+def resume_remediation(app: App) -> str:
+    app.store().set_setting(PAUSED, None)
+    log.info("remediation.resumed")
+    return "remediation resumed"
+
+
 def _duration(seconds: float) -> str:
     seconds = int(seconds)
     if seconds < 120:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import sys
 from typing import Any, NoReturn
@@ -30,16 +31,18 @@ class _Obj:
         click.get_current_context().call_on_close(app.close)
         return app
 
-    def has_config(self) -> bool:
+
+def _complete_task(ctx: click.Context, param: click.Parameter, incomplete: str) -> list[str]:
+    """Shell completion of TASK: the names in the config the command line would load."""
+    try:
+        from toilbox import config as config_mod
         from toilbox.app import find_config
 
-        if self.config:
-            return True
-        try:
-            find_config(None)
-        except ToilboxError:
-            return False
-        return True
+        root = ctx.find_root()
+        loaded = config_mod.load(find_config(root.params.get("config")))
+    except Exception:  # completion must never fail loudly: offer nothing instead
+        return []
+    return [name for name in loaded.config.tasks if name.startswith(incomplete)]
 
 
 class _ToilboxGroup(click.Group):
@@ -81,21 +84,30 @@ class _ToilboxGroup(click.Group):
 @click.option(
     "--log-level",
     type=click.Choice(["debug", "info", "warning", "error"]),
-    default="info",
-    show_default=True,
+    default=None,
+    help="Least level logged on stderr (default: info for the daemon; error for the other "
+    "commands, so that a monitoring system reads only the plugin output).",
 )
 @click.version_option(__version__, prog_name="toilbox")
 @click.pass_context
-def cli(ctx: click.Context, config: str | None, log_format: str | None, log_level: str) -> None:
-    """Automate production toil safely: checks, cleanups and reports as plugins."""
+def cli(
+    ctx: click.Context, config: str | None, log_format: str | None, log_level: str | None
+) -> None:
+    """Automate production toil safely: checks, cleanups and reports as plugins.
+
+    NO_COLOR in the environment turns colour off; shell completion: docs/cli.md.
+    """
     from toilbox import log
 
-    log.configure(log_format, log_level)
+    if os.environ.get("NO_COLOR"):
+        ctx.color = False  # https://no-color.org: any non-empty value
+    default_level = "info" if ctx.invoked_subcommand == "daemon" else "error"
+    log.configure(log_format, log_level or default_level)
     ctx.obj = _Obj(config)
 
 
 @cli.command()
-@click.argument("task")
+@click.argument("task", shell_complete=_complete_task)
 @click.option("--dry-run", is_flag=True, help="Plan only: the task is told to change nothing.")
 @click.option("--force", is_flag=True, help="Go past the task's safety budgets, this once.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as one JSON object.")
@@ -128,96 +140,74 @@ def daemon(obj: _Obj) -> int:
 
 
 @cli.command()
-@click.argument("task")
+@click.argument("task", shell_complete=_complete_task)
+@click.option("--json", "as_json", is_flag=True, help="Print the facts as one JSON object.")
 @click.pass_obj
-def explain(obj: _Obj, task: str) -> None:
+def explain(obj: _Obj, task: str, as_json: bool) -> None:
     """Say in plain words why TASK did or did not run, and when it runs next."""
-    from toilbox.explain import explain_task
+    from toilbox import explain as explain_mod
 
-    click.echo(printable(explain_task(obj.app(), task)))
+    if as_json:
+        click.echo(json.dumps(explain_mod.explanation(obj.app(), task)))
+    else:
+        click.echo(printable(explain_mod.explain_task(obj.app(), task)))
 
 
 @cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Print the verdict as one JSON object.")
 @click.pass_obj
-def validate(obj: _Obj) -> None:
+def validate(obj: _Obj, as_json: bool) -> None:
     """Check the config file and every task's parameters."""
-    app = obj.app()
-    for plugin in app.plugins.plugins:
-        if plugin.error:
-            warning = f"toilbox: warning: plugin {plugin.name} is broken: {plugin.error}"
-            click.echo(printable(warning), err=True)
+    from toilbox.errors import ConfigError
+    from toilbox.listing import validation
+
+    try:
+        app = obj.app()
+        verdict = validation(app)
+    except ConfigError as exc:
+        if as_json:  # the verdict on stdout too; the error line and exit 3 come from main
+            click.echo(json.dumps({"ok": False, "errors": str(exc).splitlines()}))
+        raise
+    if as_json:
+        click.echo(json.dumps(verdict))
+        return
+    for plugin in verdict["broken_plugins"]:
+        warning = f"toilbox: warning: plugin {plugin['name']} is broken: {plugin['error']}"
+        click.echo(printable(warning), err=True)
     for note in app.loaded.plain_values:
         click.echo(f"toilbox: note: {note}", err=True)
-    count = len(app.tasks)
-    click.echo(f"{app.loaded.path}: ok ({count} task{'' if count == 1 else 's'})")
+    count = verdict["tasks"]
+    click.echo(f"{verdict['config']}: ok ({count} task{'' if count == 1 else 's'})")
 
 
 @cli.command(name="list")
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON list, one object per task.")
 @click.pass_obj
 def list_tasks(obj: _Obj, as_json: bool) -> None:
     """List tasks: type, schedule, next fire time and last status (no daemon needed)."""
-    from toilbox.explain import next_fire
+    from toilbox.listing import task_rows
 
-    app = obj.app()
-    last = app.store().last_runs(list(app.tasks))
-    rows = []
-    for name, task in app.tasks.items():
-        run = last.get(name)
-        upcoming = next_fire(task)
-        rows.append(
-            {
-                "task": name,
-                "type": task.type.name,
-                "schedule": task.schedule,
-                "enabled": task.enabled,
-                "next_fire": upcoming.isoformat() if upcoming else None,
-                "last_status": run.status if run else None,
-                "last_run": run.started_at if run else None,
-                "last_summary": run.summary if run else None,
-            }
-        )
-    if as_json:
-        click.echo(json.dumps(rows))
-        return
-    table = render.table(
-        ["TASK", "TYPE", "SCHEDULE", "NEXT FIRE", "LAST", "LAST RUN"],
-        [
-            [
-                r["task"],
-                r["type"],
-                (r["schedule"] or "-") + ("" if r["enabled"] else " (disabled)"),
-                render.when(r["next_fire"]),
-                r["last_status"] or "-",
-                render.when(r["last_run"]),
-            ]
-            for r in rows
-        ],
-    )
-    click.echo(table or "no tasks configured")
+    rows = task_rows(obj.app())
+    click.echo(json.dumps(rows) if as_json else render.tasks(printable(rows)))
 
 
 @cli.command()
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON list, one object per plugin.")
 @click.pass_obj
-def plugins(obj: _Obj, as_json: bool) -> None:
-    """List plugins: name, version, source and task types (works without a config)."""
-    from toilbox import config as config_mod
-    from toilbox import plugins as plugins_mod
-    from toilbox.app import find_config
+def plugins(obj: _Obj, as_json: bool) -> int:
+    """List plugins: name, version, source and task types (works without a config).
 
-    # With a config, its plugin_dirs count too; its tasks need not be valid to list plugins.
-    dirs = config_mod.load(find_config(obj.config)).config.plugin_dirs if obj.has_config() else []
-    host = plugins_mod.load(dirs)
-    infos = [info.to_json() for info in host.plugins]
-    if as_json:
-        click.echo(json.dumps(infos))
-        return
-    click.echo(render.plugins(printable(infos)))
+    Exits 1 when a plugin is broken, so that a deploy can be gated on it.
+    """
+    from toilbox.listing import plugin_rows
+
+    rows = plugin_rows(obj.config)
+    click.echo(json.dumps(rows) if as_json else render.plugins(printable(rows)))
+    return 1 if any(p["error"] for p in rows) else 0
 
 
 @cli.command()
-@click.argument("check")
+@click.argument("check", shell_complete=_complete_task)
 @click.pass_obj
 def reset(obj: _Obj, check: str) -> None:
     """Close CHECK's open circuit so that automatic fixes may run again."""
@@ -236,14 +226,9 @@ def reset(obj: _Obj, check: str) -> None:
 @click.pass_obj
 def pause(obj: _Obj, remediation: bool) -> None:
     """The kill switch: pause all automatic remediation until `toilbox resume`."""
-    from toilbox.automation import PAUSED
-    from toilbox.models import now_iso
+    from toilbox.automation import pause_remediation
 
-    obj.app().store().set_setting(PAUSED, f"by toilbox pause at {now_iso()}")
-    click.echo(
-        "remediation paused: checks and notifications go on; `toilbox resume "
-        "--remediation` undoes it"
-    )
+    click.echo(pause_remediation(obj.app()))
 
 
 @cli.command()
@@ -251,14 +236,13 @@ def pause(obj: _Obj, remediation: bool) -> None:
 @click.pass_obj
 def resume(obj: _Obj, remediation: bool) -> None:
     """Undo `toilbox pause --remediation`."""
-    from toilbox.automation import PAUSED
+    from toilbox.automation import resume_remediation
 
-    obj.app().store().set_setting(PAUSED, None)
-    click.echo("remediation resumed")
+    click.echo(resume_remediation(obj.app()))
 
 
 @cli.command()
-@click.argument("task", required=False)
+@click.argument("task", required=False, shell_complete=_complete_task)
 @click.option("--limit", default=20, show_default=True, type=click.IntRange(min=1, max=MAX_LIMIT))
 @click.option(
     "--chain",
@@ -267,7 +251,7 @@ def resume(obj: _Obj, remediation: bool) -> None:
     help="The whole story of a run: check, fixes, verify, notifications.",
 )
 @click.option("--host", metavar="HOST_ID", help="Only runs of this host (fleet mode).")
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON list of runs.")
 @click.pass_obj
 def history(
     obj: _Obj, task: str | None, limit: int, chain_of: str | None, host: str | None, as_json: bool
@@ -285,27 +269,8 @@ def history(
     records = app.store().history(task, limit, host)
     if as_json:
         click.echo(json.dumps([r.to_json(history=True) for r in records]))
-        return
-    records = printable(records)
-    click.echo(
-        render.table(
-            ["STARTED", "TASK", "HOST", "STATUS", "TRIGGER", "TRIES", "SECONDS", "SUMMARY"],
-            [
-                [
-                    r.started_at[:19].replace("T", " "),
-                    r.task,
-                    r.host or "-",
-                    r.status,
-                    r.trigger,
-                    str(r.attempts),
-                    f"{r.duration_s:.2f}" if r.duration_s is not None else "-",
-                    r.summary,
-                ]
-                for r in records
-            ],
-        )
-        or "no runs recorded yet"
-    )
+    else:
+        click.echo(render.history(printable(records)))
 
 
 @cli.command()
@@ -337,12 +302,46 @@ def new_plugin(name: str, kind: str, directory: str | None) -> None:
     from pathlib import Path
 
     from toilbox.scaffold import new_plugin as generate
+    from toilbox.starter import plugin_next_steps
 
     made = generate(name, kind, Path(directory) if directory else None)
     root = made[0].parents[2]
     click.echo(f"wrote {len(made)} files to {root}:")
     click.echo("".join(f"  {path.relative_to(root)}\n" for path in made), nl=False)
-    click.echo(f"next: pip install -e '{root}[test]' && pytest {root} && toilbox plugins")
+    click.echo(f"next: {plugin_next_steps(root)}")
+
+
+@cli.command()
+@click.option(
+    "--path",
+    metavar="FILE",
+    help="Where to write the config (default: $XDG_CONFIG_HOME/toilbox/toilbox.yaml, "
+    "or /etc/toilbox/toilbox.yaml with --systemd).",
+)
+@click.option(
+    "--systemd",
+    is_flag=True,
+    help="Set up a system service: also write a unit whose ExecStart is this toilbox.",
+)
+@click.option(
+    "--unit",
+    metavar="FILE",
+    help="Where --systemd writes the unit (default: /etc/systemd/system/toilbox.service).",
+)
+@click.option("--force", is_flag=True, help="Overwrite files that exist.")
+def init(path: str | None, systemd: bool, unit: str | None, force: bool) -> None:
+    """Write a commented starter config (and with --systemd a unit) to start from."""
+    from pathlib import Path
+
+    from toilbox import starter
+
+    if unit and not systemd:
+        raise click.UsageError("--unit goes with --systemd")
+    written = starter.init(
+        Path(path) if path else None, systemd=systemd, unit=Path(unit) if unit else None,
+        force=force,
+    )
+    click.echo(starter.next_steps(written, systemd=systemd))
 
 
 @cli.command()
@@ -359,45 +358,11 @@ def new_plugin(name: str, kind: str, directory: str | None) -> None:
 @click.pass_obj
 def report(obj: _Obj, window: str, fmt: str, output: str | None, host: str | None) -> None:
     """Report on the recent history now: what needs attention, tasks, checks, cleanups."""
-    import structlog
-    from pydantic import ValidationError
+    from toilbox.report import report_now
 
-    from toilbox.context import TaskContext
-    from toilbox.errors import TaskFailed, UsageError
-    from toilbox.runner import new_run_id
-
-    # The report.summary task type (a plugin: the core never imports one), run in this
-    # process so that its "-" target is this terminal.
-    app = obj.app()
-    task_type = app.plugins.task_types.get("report.summary")
-    if task_type is None:
-        raise UsageError(app.plugins.explain_unknown("report.summary"))
-    try:
-        params = task_type.params.model_validate(
-            {"window": window, "format": fmt, "to": [output or "-"], "host": host}
-        )
-    except ValidationError as exc:
-        message = exc.errors()[0]["msg"].removeprefix("Value error, ")
-        raise UsageError(f"report: {message}") from None
-    (app.state_dir / "tasks").mkdir(mode=0o700, exist_ok=True)
-    state_dir = app.state_dir / "tasks" / "report"
-    state_dir.mkdir(mode=0o700, exist_ok=True)
-    ctx = TaskContext(
-        "report",
-        new_run_id(),
-        1,
-        False,
-        structlog.get_logger("report.summary"),
-        state_dir,
-        open_history=app.open_history,
-        config_dir=app.loaded.config_dir,
-    )
-    try:
-        result = task_type.fn(ctx, params)
-    except TaskFailed as exc:
-        raise UsageError(f"report: {exc}") from None
+    summary = report_now(obj.app(), window, fmt, output, host)
     if output:
-        click.echo(result.summary, err=True)
+        click.echo(summary, err=True)
 
 
 def main(argv: list[str] | None = None) -> NoReturn:

@@ -51,14 +51,14 @@ class RetryPolicy(_Strict):
 
 
 class RetryOverride(_Strict):
-    attempts: int | None = Field(None, ge=1, le=100)
-    backoff: Duration | None = None
-    max_backoff: Duration | None = None
+    attempts: int | None = Field(None, ge=1, le=100, description="attempts, the first included")
+    backoff: Duration | None = Field(None, description="delay before the first retry; doubles")
+    max_backoff: Duration | None = Field(None, description="the longest delay between attempts")
 
 
 class TaskDefaults(_Strict):
     timeout: Duration = Field(600.0, gt=0, description="an attempt is killed after this long")
-    retry: RetryPolicy = RetryPolicy()
+    retry: RetryPolicy = Field(RetryPolicy(), description="how failed attempts are retried")
 
 
 def _known_timezone(value: str) -> str:
@@ -89,23 +89,27 @@ class Remediate(_Strict):
 
 class TaskConfig(_Strict):
     uses: str = Field(description="the task type, e.g. check.disk (see `toilbox plugins`)")
-    with_: dict[str, Any] = Field(default_factory=dict, alias="with")
+    with_: dict[str, Any] = Field(
+        default_factory=dict, alias="with", description="the task type's parameters"
+    )
     schedule: str | None = Field(None, description='cron "*/5 * * * *", "@daily" or "every 10m"')
     timezone: str | None = Field(None, description="overrides the global timezone")
     jitter: Duration | None = Field(None, ge=0, description="a random delay up to this long")
-    on_missed: Literal["run_once", "skip", "run_all"] = "run_once"
+    on_missed: Literal["run_once", "skip", "run_all"] = Field(
+        "run_once", description="what the daemon does with fires that passed while it was down"
+    )
     catchup_window: Duration | None = Field(None, gt=0, description="default: one interval")
     catchup_max: int = Field(10, ge=1, le=1000, description="the cap for on_missed: run_all")
-    timeout: Duration | None = Field(None, gt=0)
-    retry: RetryOverride | None = None
-    enabled: bool = True
-    description: str | None = None
+    timeout: Duration | None = Field(None, gt=0, description="overrides defaults.timeout")
+    retry: RetryOverride | None = Field(None, description="overrides the defaults.retry it names")
+    enabled: bool = Field(True, description="false: the daemon never fires it")
+    description: str | None = Field(None, description="what the task is for, for people")
     scope: Literal["host", "fleet"] = Field(
         "host", description="host: runs on every host; fleet: once per slot for the whole fleet"
     )
     hard_after: int = Field(1, ge=1, le=100, description="results before a problem is HARD")
     notify: list[str] = Field(default_factory=list, description="apprise URLs, besides the global")
-    remediate: Remediate | None = None
+    remediate: Remediate | None = Field(None, description="fixes for a check that stays failing")
     ping: str | None = Field(None, description="a Healthchecks-style URL: /start, success, /fail")
 
     @field_validator("schedule")
@@ -196,7 +200,7 @@ def default_state_dir() -> Path:
 
 class NotifyLimit(_Strict):
     count: int = Field(20, ge=1, description="messages per destination per window")
-    per: Duration = Field(3600.0, gt=0)
+    per: Duration = Field(3600.0, gt=0, description="the window for count")
 
 
 class RemediationConfig(_Strict):
@@ -266,34 +270,49 @@ class StoreConfig(_Strict):
 
 
 class FlappingConfig(_Strict):
-    window: Duration = Field(3600.0, gt=0)
+    window: Duration = Field(3600.0, gt=0, description="how far back state changes count")
     changes: int = Field(6, ge=2, description="state changes within the window that mean flapping")
 
 
 class Config(_Strict):
-    state_dir: Path = Field(default_factory=default_state_dir)
+    state_dir: Path = Field(
+        default_factory=default_state_dir,
+        description="run history, locks and task files; default $XDG_STATE_HOME/toilbox",
+    )
     store: StoreConfig | None = Field(None, description="absent: SQLite in state_dir")
     host_id: str | None = Field(
         None, description="this daemon's name in the fleet (default: the hostname)"
     )
-    fleet: FleetTimings = FleetTimings()
+    fleet: FleetTimings = Field(
+        FleetTimings(), description="fleet mode: how long a claim lasts and when it is taken over"
+    )
     history_retention: Duration = Field(
         35 * 86400.0,
         ge=3600,
         description="runs older than this are pruned (default 35d: a monthly report always"
         " finds a whole month, and the store stays bounded)",
     )
-    plugin_dirs: list[Path] = Field(default_factory=list)
-    timezone: str = "UTC"
+    plugin_dirs: list[Path] = Field(
+        default_factory=list, description="directories whose *.py files are loaded as plugins"
+    )
+    timezone: str = Field("UTC", description="IANA name: the wall clock cron schedules read")
     max_concurrent: int = Field(8, ge=1, le=1024, description="runs at once in the daemon")
     shutdown_grace: Duration = Field(30.0, ge=0, description="for running tasks on SIGTERM")
-    http: HttpConfig | None = None
+    http: HttpConfig | None = Field(None, description="the daemon's /healthz and /metrics")
     notify: list[str] = Field(default_factory=list, description="apprise URLs for every task")
-    notify_limit: NotifyLimit = NotifyLimit()
-    remediation: RemediationConfig = RemediationConfig()
-    flapping: FlappingConfig = FlappingConfig()
-    defaults: TaskDefaults = TaskDefaults()
-    tasks: dict[str, TaskConfig] = Field(default_factory=dict)
+    notify_limit: NotifyLimit = Field(
+        NotifyLimit(), description="messages per destination per window"
+    )
+    remediation: RemediationConfig = Field(
+        RemediationConfig(), description="automatic fixes: the switch and the global budget"
+    )
+    flapping: FlappingConfig = Field(
+        FlappingConfig(), description="when a task's state changes too often to notify"
+    )
+    defaults: TaskDefaults = Field(TaskDefaults(), description="what every task inherits")
+    tasks: dict[str, TaskConfig] = Field(
+        default_factory=dict, description="the tasks, by name (letters, digits, '.', '_', '-')"
+    )
 
     @field_validator("timezone")
     @classmethod

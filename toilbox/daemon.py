@@ -105,6 +105,7 @@ class Daemon(TakingOver):
         except BaseException:
             self.zygote.stop()
             raise
+        self.metrics.seed(store, self.app.tasks)
         self.pool = ThreadPoolExecutor(self.app.config.max_concurrent, "toilbox-run")
         from toilbox.upkeep import Upkeep
 

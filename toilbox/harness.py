@@ -277,7 +277,7 @@ class Harness:
         }
         full_env.pop("TOILBOX_CONFIG", None)
         done = subprocess.run(
-            [sys.executable, "-m", "toilbox", "--log-format", "json", *args],
+            [sys.executable, "-m", "toilbox", "--log-format", "json", "--log-level", "info", *args],
             capture_output=True,
             text=True,
             env=full_env,

@@ -16,6 +16,7 @@ same three stars, which say nothing of its length.
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from collections.abc import Iterable, MutableMapping
 from typing import Any, TextIO
@@ -100,7 +101,7 @@ def configure(fmt: str | None = None, level: str = "info", stream: TextIO | None
         _redact_processor,
     ]
     renderer: Any = (
-        structlog.dev.ConsoleRenderer(colors=stream.isatty())
+        structlog.dev.ConsoleRenderer(colors=stream.isatty() and not os.environ.get("NO_COLOR"))
         if fmt == "console"
         else structlog.processors.JSONRenderer()
     )

@@ -1,18 +1,38 @@
-"""The daemon's Prometheus metrics, in a registry of their own."""
+"""The daemon's Prometheus metrics, in a registry of their own.
+
+What a restart would otherwise lose is seeded from the store when the daemon starts: each
+task's last success and last status, so that an alert on
+``time() - toilbox_last_success_timestamp_seconds`` keeps working across restarts.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import platform
+from collections.abc import Callable, Iterable
 from datetime import datetime
+from typing import TYPE_CHECKING
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+import prometheus_client
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 
 from toilbox.models import RunRecord
+from toilbox.result import Status
+
+if TYPE_CHECKING:
+    from toilbox.store import Store
 
 
 class DaemonMetrics:
     def __init__(self, running: Callable[[], int]) -> None:
+        from toilbox import __version__
+
+        # A `_created` series per counter and histogram doubles what is scraped and means
+        # nothing to an alert.  The switch is process-wide: only the daemon exports metrics.
+        prometheus_client.disable_created_metrics()  # type: ignore[no-untyped-call]
         self.registry = CollectorRegistry()
+        Info("toilbox_build", "The running toilbox", registry=self.registry).info(
+            {"version": __version__, "python": platform.python_version()}
+        )
         self.runs = Counter(
             "toilbox_runs", "Finished runs", ["task", "status"], registry=self.registry
         )
@@ -26,6 +46,12 @@ class DaemonMetrics:
         self.last_success = Gauge(
             "toilbox_last_success_timestamp_seconds",
             "When the task last finished OK",
+            ["task"],
+            registry=self.registry,
+        )
+        self.state = Gauge(
+            "toilbox_task_state",
+            "The task's last status: 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN (Nagios codes)",
             ["task"],
             registry=self.registry,
         )
@@ -47,6 +73,14 @@ class DaemonMetrics:
         running_gauge = Gauge("toilbox_running_tasks", "Runs in progress", registry=self.registry)
         running_gauge.set_function(running)
 
+    def seed(self, store: Store, tasks: Iterable[str]) -> None:
+        """Last success and last status of each configured task, from the store."""
+        wanted = list(tasks)
+        for task, finished in store.last_success_times(wanted).items():
+            self.last_success.labels(task).set(datetime.fromisoformat(finished).timestamp())
+        for record in store.last_runs(wanted).values():
+            self._set_state(record)
+
     def run_finished(self, record: RunRecord) -> None:
         self.runs.labels(record.task, record.status).inc()
         if record.duration_s is not None:
@@ -54,3 +88,8 @@ class DaemonMetrics:
         if record.status == "ok" and record.finished_at:
             finished = datetime.fromisoformat(record.finished_at).timestamp()
             self.last_success.labels(record.task).set(finished)
+        self._set_state(record)
+
+    def _set_state(self, record: RunRecord) -> None:
+        if record.status in ("ok", "warning", "critical", "unknown"):
+            self.state.labels(record.task).set(Status.from_label(record.status).value)

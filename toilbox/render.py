@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
+from decimal import Decimal
 from typing import Any
 
 import click
@@ -25,9 +27,14 @@ def status_word(status: str) -> str:
 
 
 def run_result(record: RunRecord) -> str:
+    """``toilbox run``'s output, in the Monitoring Plugins format: the first line is the
+    status and the summary, then ``|`` and the perfdata; long output on the lines after.
+    A ``|`` in any text would start perfdata, so it is shown as ``¦``."""
+    first = f"{status_word(record.status)} {record.task}: {_text(record.summary, one_line=True)}"
+    perf = perfdata(record.metrics)
     attempts = f"{record.attempts} attempt{'s' if record.attempts != 1 else ''}"
     lines = [
-        f"{status_word(record.status)} {record.task}: {record.summary}",
+        f"{first} | {perf}" if perf else first,
         f"  {record.duration_s or 0:.2f}s, {attempts}, run {record.run_id}"
         + (", dry run" if record.dry_run else ""),
     ]
@@ -39,7 +46,7 @@ def run_result(record: RunRecord) -> str:
         if record.output.strip():
             tail = record.output.strip().splitlines()[-5:]
             lines.extend(["  output (last lines):", *(f"    {line}" for line in tail)])
-    return "\n".join(lines)
+    return "\n".join([lines[0], *(_text(line) for line in lines[1:])])
 
 
 def _metric(metric: dict[str, Any]) -> str:
@@ -72,6 +79,68 @@ def plugins(infos: Sequence[dict[str, Any]]) -> str:
                 cells = first if index == 0 else ["", "", ""]
                 rows.append([*cells, name, p["descriptions"].get(name) or "-"])
     return table(["PLUGIN", "VERSION", "SOURCE", "TASK TYPE", "DESCRIPTION"], rows)
+
+
+def _text(text: str, *, one_line: bool = False) -> str:
+    text = text.replace("|", "\u00a6")
+    return " ".join(text.split()) if one_line else text
+
+
+# Units of measure the Monitoring Plugins guidelines define; others are converted to one
+# of these, or left off (the value stays), so that every perfdata parser accepts them.
+_UOM = {"", "s", "ms", "us", "%", "B", "KB", "MB", "GB", "TB", "c"}
+_CONVERTED = {
+    "d": ("s", 86400.0),
+    "h": ("s", 3600.0),
+    "min": ("s", 60.0),
+    "ns": ("us", 0.001),
+    "kB": ("KB", 1.0),
+    "KiB": ("B", 1024.0),
+    "MiB": ("B", 1024.0**2),
+    "GiB": ("B", 1024.0**3),
+    "TiB": ("B", 1024.0**4),
+}
+_NUMBER = re.compile(r"[-+]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][-+]?\d+)?")
+_RANGE = re.compile(rf"@?(?:(?:~|{_NUMBER.pattern})?:)?(?:{_NUMBER.pattern})?")
+
+
+def perfdata(metrics: dict[str, dict[str, Any]]) -> str:
+    """``'label'=value[UOM];[warn];[crit];[min];[max]`` for each metric, space-separated.
+
+    Thresholds that are ranges (``10:``, ``@5:10``, ``~:20``) are kept as given.
+    """
+    items = []
+    for label, metric in metrics.items():
+        unit, scale = _CONVERTED.get(metric.get("unit") or "", (metric.get("unit") or "", 1.0))
+        if unit not in _UOM:
+            unit = ""
+        fields = [
+            _number(metric["value"] * scale) + unit,
+            _threshold(metric.get("warn"), scale),
+            _threshold(metric.get("crit"), scale),
+            _number(metric["min"] * scale) if metric.get("min") is not None else "",
+            _number(metric["max"] * scale) if metric.get("max") is not None else "",
+        ]
+        while fields[-1] == "":
+            fields.pop()
+        name = re.sub("['=]", "_", str(label))  # the two characters a label may not hold
+        items.append(f"'{name}'={';'.join(fields)}")
+    return " ".join(items)
+
+
+def _number(value: float) -> str:
+    """Plain decimal notation: perfdata has no exponents (``1e-06`` is ``0.000001``)."""
+    return format(Decimal(repr(float(value))).normalize(), "f")
+
+
+def _threshold(value: str | float | None, scale: float) -> str:
+    if value is None or value == "":
+        return ""
+    if isinstance(value, int | float):
+        return _number(value * scale)
+    if not _RANGE.fullmatch(value) or value == "@":
+        return ""  # not a threshold any parser would take: leave it off, not garble the line
+    return _NUMBER.sub(lambda m: _number(float(m[0]) * scale), value)
 
 
 def chain(story: Sequence[dict[str, Any]]) -> str:
@@ -132,3 +201,41 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
         return "  ".join([*padded, str(cells[-1])]).rstrip()
 
     return "\n".join([click.style(line(headers), bold=True), *(line(r) for r in rows)])
+
+
+def tasks(rows: Sequence[dict[str, Any]]) -> str:
+    """``toilbox list``: one line per task."""
+    return table(
+        ["TASK", "TYPE", "SCHEDULE", "NEXT FIRE", "LAST", "LAST RUN"],
+        [
+            [
+                r["task"],
+                r["type"],
+                (r["schedule"] or "-") + ("" if r["enabled"] else " (disabled)"),
+                when(r["next_fire"]),
+                r["last_status"] or "-",
+                when(r["last_run"]),
+            ]
+            for r in rows
+        ],
+    ) or "no tasks configured"
+
+
+def history(records: Sequence[RunRecord]) -> str:
+    """``toilbox history``: one line per run, newest first."""
+    return table(
+        ["STARTED", "TASK", "HOST", "STATUS", "TRIGGER", "TRIES", "SECONDS", "SUMMARY"],
+        [
+            [
+                when(r.started_at),
+                r.task,
+                r.host or "-",
+                r.status,
+                r.trigger,
+                str(r.attempts),
+                f"{r.duration_s:.2f}" if r.duration_s is not None else "-",
+                r.summary,
+            ]
+            for r in records
+        ],
+    ) or "no runs recorded yet"

@@ -25,8 +25,8 @@ from toilbox.errors import RunFenced, StateError
 from toilbox.isolation import Outcome, run_attempt
 from toilbox.log import redact
 from toilbox.models import RUNNING, AttemptSpec, RunRecord, now_iso, utc_iso
-from toilbox.result import Status
 from toilbox.store import Store
+from toilbox.verdict import failure_status
 
 if TYPE_CHECKING:
     from toilbox.app import App
@@ -161,18 +161,24 @@ def _lock_lease(app: App, task: Task) -> float:
 def _ping(url: str | None, suffix: str, record: RunRecord) -> None:
     """A Healthchecks-style heartbeat: URL/start, URL (success) or URL/fail, with the run id.
 
-    Healthchecks wants ``rid`` to be a UUID, so the run id is mapped to one, stably.
-    A ping that fails is logged; it never fails the run.
+    The URL's own query string (``?create=1``) is kept; the run's summary is the body of
+    the finishing ping, which Healthchecks shows.  Healthchecks wants ``rid`` to be a
+    UUID, so the run id is mapped to one, stably.  A ping that fails is logged; it never
+    fails the run.
     """
     if not url or record.dry_run:
         return
+    import urllib.parse
     import urllib.request
     import uuid
 
     rid = uuid.uuid5(uuid.NAMESPACE_URL, f"toilbox:{record.run_id}")
-    target = f"{url.rstrip('/')}{suffix}?rid={rid}"
+    parts = urllib.parse.urlsplit(url)
+    query = "&".join(q for q in (parts.query, f"rid={rid}") if q)
+    target = parts._replace(path=parts.path.rstrip("/") + suffix, query=query).geturl()
+    body = b"" if suffix == "/start" else record.summary.encode()[:100_000]
     try:
-        urllib.request.urlopen(target, timeout=10).close()  # noqa: S310 -- a configured URL
+        urllib.request.urlopen(target, data=body, timeout=10).close()  # noqa: S310 -- configured
     except Exception as exc:
         log.warning("ping.failed", url=redact(target), error=str(exc))
 
@@ -269,7 +275,6 @@ def _finish(record: RunRecord, outcome: Outcome, attempts: int, duration: float)
         record.details = result.get("details", "")
         record.error = None
         return
-    status = Status.UNKNOWN if outcome.kind == "interrupted" else Status.CRITICAL
-    record.status = status.label
+    record.status = failure_status(record.task_type, outcome.kind).label
     record.summary = redact(outcome.message)
     record.error = {"type": outcome.kind, "message": record.summary, **redact(outcome.details)}

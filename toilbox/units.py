@@ -24,6 +24,9 @@ for _power, _letter in enumerate("kmgtp", start=1):
     _SIZE_UNITS[_letter] = _SIZE_UNITS[_letter + "b"] = 1000**_power
     _SIZE_UNITS[_letter + "i"] = _SIZE_UNITS[_letter + "ib"] = 1024**_power
 
+# The same grammar for JSON Schema, whose patterns have no flags: case-insensitive by hand.
+_SIZE_SCHEMA = r"^\s*(\d+(\.\d+)?)\s*([kKmMgGtTpP][iI]?[bB]?|[bB])?\s*$"
+
 _PERCENT = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*%\s*$")
 
 # Larger values only overflow clocks and databases downstream (a datetime minus a
@@ -153,7 +156,7 @@ Size = Annotated[
     int,
     BeforeValidator(parse_size),
     PlainSerializer(lambda size: size, return_type=int),
-    WithJsonSchema({"type": ["string", "integer"], "pattern": _SIZE.pattern}),
+    WithJsonSchema({"type": ["string", "integer"], "pattern": _SIZE_SCHEMA}),
 ]
 """Bytes, written ``500MB`` or ``2GiB`` in the config."""
 

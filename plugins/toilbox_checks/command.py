@@ -29,7 +29,7 @@ class Params(BaseModel):
 
     command: list[str] = Field(min_length=1, description="argv: the program, then its arguments")
     env: dict[str, str] = Field(default_factory=dict, description="added to the environment")
-    cwd: ConfigPath | None = None
+    cwd: ConfigPath | None = Field(None, description="the working directory")
 
     @field_validator("command", mode="before")
     @classmethod

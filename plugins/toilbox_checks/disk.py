@@ -59,11 +59,24 @@ class Params(BaseModel):
     model_config = ConfigDict(extra="forbid", defer_build=True)
 
     # Defaults are written as in the config, so the JSON Schema shows them that way.
-    path: ConfigPath = Field(default="/", validate_default=True)
-    warning: DiskThreshold = Field(default="80%", validate_default=True)
-    critical: DiskThreshold = Field(default="90%", validate_default=True)
-    inodes_warning: Percent | None = Field(default="80%", validate_default=True)
-    inodes_critical: Percent | None = Field(default="90%", validate_default=True)
+    path: ConfigPath = Field(
+        default="/", validate_default=True, description="any path on the filesystem to check"
+    )
+    warning: DiskThreshold = Field(
+        default="80%", validate_default=True,
+        description="a percentage used (80%) or a free size (10GiB) that warns",
+    )
+    critical: DiskThreshold = Field(
+        default="90%", validate_default=True,
+        description="a percentage used (90%) or a free size (2GiB) that is critical",
+    )
+    inodes_warning: Percent | None = Field(
+        default="80%", validate_default=True, description="percentage of inodes used that warns"
+    )
+    inodes_critical: Percent | None = Field(
+        default="90%", validate_default=True,
+        description="percentage of inodes used that is critical",
+    )
 
 
 def run(ctx: toilbox.TaskContext, params: Params) -> toilbox.Result:

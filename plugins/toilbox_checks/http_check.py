@@ -84,15 +84,25 @@ class Params(BaseModel):
     model_config = ConfigDict(extra="forbid", defer_build=True)
 
     url: str = Field(description="http:// or https:// URL")
-    method: str = "GET"
-    status: Statuses = Field(default="200-399", validate_default=True)
+    method: str = Field("GET", description="the HTTP method")
+    status: Statuses = Field(
+        default="200-399", validate_default=True,
+        description='expected status: a code, a range ("200-299") or a list of them',
+    )
     body_matches: Regex | None = Field(default=None, description="regex searched in the body")
     warning: Duration | None = Field(default=None, description="response time that warns")
     critical: Duration | None = Field(default=None, description="response time that is critical")
-    timeout: Duration = Field(default="10s", validate_default=True, gt=0)
-    headers: dict[str, str] = Field(default_factory=dict)
-    follow_redirects: bool = True
-    verify_tls: bool = True
+    timeout: Duration = Field(
+        default="10s", validate_default=True, gt=0,
+        description="the whole request, body included; past it the check is CRITICAL",
+    )
+    headers: dict[str, str] = Field(
+        default_factory=dict, description="request headers; use ${NAME} for secrets such as tokens"
+    )
+    follow_redirects: bool = Field(
+        True, description="follow redirects; false: a 3xx is itself the response"
+    )
+    verify_tls: bool = Field(True, description="verify the server's certificate and name")
     ca_file: ConfigPath | None = Field(
         default=None, description="PEM CA bundle instead of the system's"
     )

@@ -17,10 +17,13 @@ class Params(BaseModel):
     model_config = ConfigDict(extra="forbid", defer_build=True)
 
     host: str = Field(min_length=1, description="a name or an address")
-    port: int = Field(ge=1, le=65535)
+    port: int = Field(ge=1, le=65535, description="the TCP port")
     warning: Duration | None = Field(default=None, description="connect time that warns")
     critical: Duration | None = Field(default=None, description="connect time that is critical")
-    timeout: Duration = Field(default="10s", validate_default=True, gt=0)
+    timeout: Duration = Field(
+        default="10s", validate_default=True, gt=0,
+        description="give up connecting after this long (CRITICAL)",
+    )
 
     @model_validator(mode="after")
     def _thresholds_in_order(self) -> Params:

@@ -34,7 +34,7 @@ class Params(BaseModel):
     model_config = ConfigDict(extra="forbid", defer_build=True)
 
     host: str | None = Field(default=None, description="a TLS server to connect to")
-    port: int = Field(default=443, ge=1, le=65535)
+    port: int = Field(default=443, ge=1, le=65535, description="the server's port")
     file: ConfigPath | None = Field(default=None, description="a PEM file instead of a server")
     server_name: str | None = Field(
         default=None, description="name sent (SNI) and matched; default: host"
@@ -46,7 +46,10 @@ class Params(BaseModel):
     ca_file: ConfigPath | None = Field(
         default=None, description="PEM CA bundle instead of the system's"
     )
-    timeout: Duration = Field(default="10s", validate_default=True, gt=0)
+    timeout: Duration = Field(
+        default="10s", validate_default=True, gt=0,
+        description="for the connection and the handshake",
+    )
 
     @model_validator(mode="after")
     def _one_source(self) -> Params:

@@ -104,14 +104,28 @@ class CommonParams(BaseModel):
     # defer_build: the schema is built on first use, not on every `toilbox` start-up.
     model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
 
-    roots: list[Root] = Field(min_length=1)
-    include: list[str] = Field(default_factory=list)
-    exclude: list[str] = Field(default_factory=list)
-    max_delete: int | None = Field(default=10_000, ge=0)
-    max_delete_bytes: Size | None = None
-    one_filesystem: bool = True
-    allow_dangerous_root: bool = False
-    root_symlinks: list[Root] = Field(default_factory=list)
+    roots: list[Root] = Field(
+        min_length=1, description="directories to clean; absolute; never removed themselves"
+    )
+    include: list[str] = Field(
+        default_factory=list, description="only entries matching one of these globs"
+    )
+    exclude: list[str] = Field(
+        default_factory=list, description="never entries matching one of these globs"
+    )
+    max_delete: int | None = Field(
+        default=10_000, ge=0,
+        description="budget: the most entries one run may delete; null for no limit",
+    )
+    max_delete_bytes: Size | None = Field(
+        None, description="budget: the most bytes one run may delete"
+    )
+    one_filesystem: bool = Field(True, description="stay on the root's filesystem")
+    allow_dangerous_root: bool = Field(False, description="accept a root like /var or /home")
+    root_symlinks: list[Root] = Field(
+        default_factory=list,
+        description="symlinks (absolute paths) a root may be reached through; each hop named",
+    )
 
     @field_validator("include", "exclude")
     @classmethod
@@ -161,26 +175,46 @@ def refused_symlink(root: str, exc: SymlinkRefusedError) -> str:
 
 
 class FilesParams(CommonParams):
-    older_than: Duration | None = None
-    age_by: Literal["mtime", "atime", "ctime"] = "mtime"
-    larger_than: Size | None = None
-    keep_newest: int | None = Field(default=None, ge=0)
-    max_total_size: Size | None = None
-    min_free: FreeTarget | None = None
-    workers: int | None = Field(default=None, ge=1, le=64)
+    older_than: Duration | None = Field(None, description="only entries older than this")
+    age_by: Literal["mtime", "atime", "ctime"] = Field(
+        "mtime", description="which time older_than (and oldest) uses"
+    )
+    larger_than: Size | None = Field(None, description="only files larger than this")
+    keep_newest: int | None = Field(
+        default=None, ge=0, description="in each directory, never the newest N matching files"
+    )
+    max_total_size: Size | None = Field(
+        None, description="a target: delete the oldest matching files until they total at most this"
+    )
+    min_free: FreeTarget | None = Field(
+        None, description="a target: delete the oldest until the filesystem has this much free"
+    )
+    workers: int | None = Field(
+        default=None, ge=1, le=64, description="processes the scan and the deletes are split across"
+    )
 
 
 class EmptyDirsParams(CommonParams):
-    older_than: Duration | None = None
-    age_by: Literal["mtime", "atime", "ctime"] = "mtime"
+    older_than: Duration | None = Field(None, description="only entries older than this")
+    age_by: Literal["mtime", "atime", "ctime"] = Field(
+        "mtime", description="which time older_than (and oldest) uses"
+    )
 
 
 class LogsParams(CommonParams):
-    include: list[str] = Field(default_factory=lambda: ["*.log"])
-    compress_after: Duration | None = None
-    delete_after: Duration | None = None
-    keep: int = Field(default=5, ge=0)
-    compress_level: int = Field(default=6, ge=1, le=9)
+    include: list[str] = Field(
+        default_factory=lambda: ["*.log"], description="which files are logs"
+    )
+    compress_after: Duration | None = Field(
+        None, description="gzip plain logs whose mtime is older than this"
+    )
+    delete_after: Duration | None = Field(
+        None, description="delete compressed logs whose mtime is older than this"
+    )
+    keep: int = Field(
+        default=5, ge=0, description="in each directory, never delete the newest N logs"
+    )
+    compress_level: int = Field(default=6, ge=1, le=9, description="gzip level")
 
     @model_validator(mode="after")
     def _something_to_do(self) -> LogsParams:
