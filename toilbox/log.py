@@ -131,6 +131,11 @@ def configure(fmt: str | None = None, level: str = "info", stream: TextIO | None
     logging.getLogger("apscheduler").setLevel(
         logging.DEBUG if level == "debug" else logging.WARNING
     )
+    # The pool warns, in several lines, at every reconnection try while a database is
+    # away; the store says it once (store.failing, store.recovered).
+    logging.getLogger("psycopg.pool").setLevel(
+        logging.DEBUG if level == "debug" else logging.ERROR
+    )
 
 
 def redirect_to(stream: TextIO) -> None:

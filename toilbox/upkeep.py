@@ -79,13 +79,18 @@ class Upkeep:
         timings = self.daemon.app.config.fleet
         while not self._stop.wait(TICK_S):
             try:
-                if self.store_error is not None and not self.daemon.app.fleet:
-                    self._probe()
-                self._flush()
+                # First the one call that may find a failed store again (in a fleet, the
+                # lease renewal); nothing else is tried until it passes.
                 if self.daemon.app.fleet:
                     if self._due("renew", timings.renew):
                         self._renew()
                         self._beat()
+                elif self.store_error is not None:
+                    self._probe()
+                if self.store_error is not None:
+                    continue
+                self._flush()
+                if self.daemon.app.fleet:
                     self._ship()
                     if self._due("sweep", timings.sweep):
                         self._sweep()

@@ -14,7 +14,7 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import fields
 from datetime import UTC, datetime
@@ -87,6 +87,7 @@ class PostgresStore:
 
     def __init__(self, pool: ConnectionPool[Any] | OneConnection, location: str) -> None:
         self._pool = pool
+        self._remake: Callable[[], ConnectionPool[Any]] | None = None
         # A daemon's store stays "unavailable" after a failure until its upkeep loop's
         # next call finds the database again, so no scheduler or worker thread ever
         # waits for a connection that is not coming; a one-shot command retries after
@@ -107,7 +108,7 @@ class PostgresStore:
         try:
             import psycopg
             from psycopg.rows import dict_row
-            from psycopg_pool import ConnectionPool, PoolTimeout
+            from psycopg_pool import PoolTimeout
         except ImportError:
             raise ConfigError(
                 "store.url needs the PostgreSQL driver: pip install 'toilbox[postgresql]'"
@@ -120,23 +121,14 @@ class PostgresStore:
             settings["options"] = f"{given} {settings['options']}"
         pool: ConnectionPool[Any] | OneConnection
         if pooled:
-            pool = ConnectionPool(
-                url,
-                min_size=1,
-                max_size=POOL_SIZE,
-                kwargs=settings,
-                timeout=POOL_WAIT_S,
-                open=False,
-                name="toilbox",
-            )
             try:
-                pool.open(wait=True, timeout=CONNECT_S)
+                pool = new_pool(url, settings)
             except PoolTimeout:
-                pool.close()
                 raise StateError(f"state store {location}: cannot connect (is it up?)") from None
         else:
             pool = OneConnection(url, settings)
         store = cls(pool, location)
+        store._remake = (lambda: new_pool(url, settings)) if pooled else None
         try:
             store._migrate()
         except psycopg.Error as exc:
@@ -163,12 +155,15 @@ class PostgresStore:
         if not probe and time.monotonic() < self._down_until:
             raise StateError(f"state store {self.location}: unavailable ({self._down_reason})")
         try:
+            if probe and self._down_until and self._remake is not None:
+                # After an outage the pool's connections are dead and its refills back
+                # off: a fresh pool, made only if the database answers, replaces it.
+                fresh, old = self._remake(), self._pool
+                self._pool = fresh
+                threading.Thread(target=old.close, kwargs={"timeout": 5}, daemon=True).start()
             with self._pool.connection() as conn:
                 yield conn
-            if probe and self._down_until:
-                # Back: drop the pool's connections that died meanwhile (checked once
-                # here, not on every checkout, which would cost every claim a round trip).
-                self._pool.check()
+            if probe:
                 self._down_until = 0.0
         except (psycopg.OperationalError, PoolTimeout) as exc:
             with self._state_lock:
@@ -570,6 +565,27 @@ class PostgresStore:
         with self._conn() as conn:
             rows = conn.execute("EXPLAIN " + Q[name], args).fetchall()
         return [str(next(iter(row.values()))) for row in rows]
+
+
+def new_pool(url: str, settings: dict[str, Any]) -> ConnectionPool[Any]:
+    """A daemon's pool, open once one connection is made (PoolTimeout if none can be)."""
+    from psycopg_pool import ConnectionPool
+
+    pool: ConnectionPool[Any] = ConnectionPool(
+        url,
+        min_size=1,
+        max_size=POOL_SIZE,
+        kwargs=settings,
+        timeout=POOL_WAIT_S,
+        open=False,
+        name="toilbox",
+    )
+    try:
+        pool.open(wait=True, timeout=CONNECT_S)
+    except BaseException:
+        pool.close()
+        raise
+    return pool
 
 
 class OneConnection:
