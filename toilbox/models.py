@@ -10,7 +10,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 if TYPE_CHECKING:
     from pydantic import BaseModel
@@ -133,6 +133,18 @@ class SlotClaim:
     outcome: Claim
     early_s: float = 0.0  # for EARLY: how far ahead of the database's clock we are
     holder: str | None = None  # for BUSY: who holds the task
+
+
+class StripCell(NamedTuple):
+    """One run in a task's strip on the status page: what a glance needs, nothing heavy."""
+
+    run_id: str
+    status: str
+    started_at: str
+    duration_s: float | None
+    summary: str
+    trigger: str
+    error_type: str | None
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from toilbox.models import HostInfo, Lease, RunRecord, SlotClaim, SlotWanted
+from toilbox.models import HostInfo, Lease, RunRecord, SlotClaim, SlotWanted, StripCell
 
 HOSTS_WINDOW_S = 86400.0  # "the hosts seen in the last day": the fleet budget's denominator
 ALIVE_S = 60.0  # a host not seen for this long is shown as gone
@@ -172,10 +172,10 @@ class Store(ReadOnlyHistory, Protocol):
         """Who holds lock ``name``, in words; None when it is free."""
 
     # -- the status page (runs read without their heavy columns) ----------------------
-    def recent_runs(
+    def run_strips(
         self, tasks: list[str], limit: int, host: str | None = None
-    ) -> dict[str, list[RunRecord]]:
-        """Each task's newest ``limit`` runs, skipped and missed ones included."""
+    ) -> dict[str, list[StripCell]]:
+        """Each task's newest ``limit`` runs, newest first, skipped and missed included."""
     def last_with_status(
         self, tasks: list[str], statuses: list[str], host: str | None = None
     ) -> dict[str, dict[str, RunRecord]]:

@@ -17,7 +17,7 @@ from contextlib import AbstractContextManager, contextmanager
 from typing import Any
 
 from toilbox.errors import AlreadyRunning, StateError
-from toilbox.models import HostInfo, Lease, RunRecord, SlotClaim, SlotWanted
+from toilbox.models import HostInfo, Lease, RunRecord, SlotClaim, SlotWanted, StripCell
 from toilbox.store.base import Budget, ReadOnlyHistory
 from toilbox.store.postgres import PostgresStore
 from toilbox.store.sqlite import SqliteStore
@@ -274,10 +274,10 @@ class FleetStore:
 
     # -- the status page ---------------------------------------------------------------
 
-    def recent_runs(
+    def run_strips(
         self, tasks: list[str], limit: int, host: str | None = None
-    ) -> dict[str, list[RunRecord]]:
-        return self.shared.recent_runs(tasks, limit, host)
+    ) -> dict[str, list[StripCell]]:
+        return self.shared.run_strips(tasks, limit, host)
 
     def last_with_status(
         self, tasks: list[str], statuses: list[str], host: str | None = None

@@ -23,7 +23,16 @@ from typing import TYPE_CHECKING, Any
 
 from toilbox import destinations
 from toilbox.errors import AlreadyRunning, ConfigError, StateError
-from toilbox.models import Claim, HostInfo, Lease, RunRecord, SlotClaim, SlotWanted, utc_iso
+from toilbox.models import (
+    Claim,
+    HostInfo,
+    Lease,
+    RunRecord,
+    SlotClaim,
+    SlotWanted,
+    StripCell,
+    utc_iso,
+)
 from toilbox.store.base import ALIVE_S, HOSTS_WINDOW_S, Budget, ReadOnlyHistory, budget_verdict
 
 if TYPE_CHECKING:
@@ -523,12 +532,14 @@ class PostgresStore:
 
     # -- the status page ---------------------------------------------------------------
 
-    def recent_runs(
+    def run_strips(
         self, tasks: list[str], limit: int, host: str | None = None
-    ) -> dict[str, list[RunRecord]]:
-        out: dict[str, list[RunRecord]] = {task: [] for task in tasks}
-        for row in self._all("recent_runs", {"tasks": tasks, "host": host, "limit": limit}):
-            out[row["task"]].append(_from_lite(row))
+    ) -> dict[str, list[StripCell]]:
+        out: dict[str, list[StripCell]] = {task: [] for task in tasks}
+        for row in self._all("run_strips", {"tasks": tasks, "host": host, "limit": limit}):
+            out[row["task"]].append(StripCell(
+                row["run_id"], row["status"], utc_iso(row["started_at"]), row["duration_s"],
+                row["summary"], row["trigger"], row["error_type"]))
         return out
 
     def last_with_status(

@@ -472,10 +472,9 @@ SELECT pg_database_size(current_database());
 
 -- The status page: many tasks in one round trip, each an index probe.
 
--- name: recent_runs
-SELECT r.run_id, r.task, r.task_type, r.status, r.trigger, r.started_at, r.finished_at,
-       r.scheduled_for, r.parent_run_id, r.attempts, r.duration_s, r.summary, r.error,
-       r.dry_run, r.hostname, r.pid, r.host, r.scope
+-- name: run_strips
+SELECT t.task, r.run_id, r.status, r.started_at, r.duration_s, r.summary, r.trigger,
+       r.error ->> 'type' AS error_type
 FROM unnest(%(tasks)s::text[]) AS t(task)
 CROSS JOIN LATERAL (
     SELECT * FROM runs

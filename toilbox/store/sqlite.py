@@ -33,6 +33,7 @@ from toilbox.models import (
     RunRecord,
     SlotClaim,
     SlotWanted,
+    StripCell,
     now_iso,
 )
 from toilbox.store import sqlite_sql as sql
@@ -501,26 +502,27 @@ class SqliteStore:
 
     # -- the status page ---------------------------------------------------------------
 
-    def recent_runs(
+    def run_strips(
         self, tasks: list[str], limit: int, host: str | None = None
-    ) -> dict[str, list[RunRecord]]:
+    ) -> dict[str, list[StripCell]]:
+        make = StripCell._make
         return {
-            task: [_from_lite(r) for r in self._query(
-                sql.RECENT_RUNS, {"task": task, "host": host, "limit": limit})]
+            task: [make(row) for row in self._query(
+                sql.RUN_STRIP, {"task": task, "host": host, "limit": limit})]
             for task in tasks
         }
 
     def last_with_status(
         self, tasks: list[str], statuses: list[str], host: str | None = None
     ) -> dict[str, dict[str, RunRecord]]:
+        statement = " UNION ALL ".join(
+            sql.LAST_WITH_STATUS_BRANCH.format(n=n) for n in range(len(statuses))
+        )
         out: dict[str, dict[str, RunRecord]] = {}
         for task in tasks:
-            for status in statuses:
-                rows = self._query(
-                    sql.LAST_WITH_STATUS, {"task": task, "status": status, "host": host}
-                )
-                if rows:
-                    out.setdefault(task, {})[status] = _from_lite(rows[0])
+            args = {"task": task, "host": host, **{f"status{n}": s for n, s in enumerate(statuses)}}
+            for row in self._query(statement, args):
+                out.setdefault(task, {})[row["status"]] = _from_lite(row)
         return out
 
     def notable_since(self, since: str, host: str | None = None) -> dict[str, int]:

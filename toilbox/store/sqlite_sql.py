@@ -518,19 +518,22 @@ DELETE FROM remediations WHERE rowid IN (
 RUN_LITE = """run_id, task, task_type, status, trigger, started_at, finished_at, scheduled_for,
     parent_run_id, attempts, duration_s, summary, error, dry_run, hostname, pid, host, scope"""
 
-RECENT_RUNS = f"""
-SELECT {RUN_LITE} FROM runs
+RUN_STRIP = """
+SELECT run_id, status, started_at, duration_s, summary, trigger, json_extract(error, '$.type')
+FROM runs
 WHERE task = :task AND (:host IS NULL OR host = :host)
 ORDER BY started_at DESC, rowid DESC
 LIMIT :limit
-"""  # noqa: S608 -- our own constants
+"""
 
-LAST_WITH_STATUS = f"""
-SELECT {RUN_LITE} FROM runs
-WHERE task = :task AND status = :status AND (:host IS NULL OR host = :host)
-ORDER BY started_at DESC
-LIMIT 1
-"""  # noqa: S608 -- our own constants
+# A task's newest run of one status: one index probe, a branch per status asked for.
+LAST_WITH_STATUS_BRANCH = f"""
+SELECT * FROM (
+    SELECT {RUN_LITE} FROM runs
+    WHERE task = :task AND status = :status{{n}} AND (:host IS NULL OR host = :host)
+    ORDER BY started_at DESC
+    LIMIT 1
+)"""  # noqa: S608 -- our own constants
 
 NOTABLE_SINCE = """
 SELECT

@@ -16,7 +16,7 @@ from toilbox.app import App
 from toilbox.checkstate import CheckState
 from toilbox.config import Task
 from toilbox.errors import UsageError
-from toilbox.models import RunRecord, now_iso
+from toilbox.models import RunRecord, StripCell, now_iso
 from toilbox.store import Store
 
 STRIP = 24  # runs in each task's strip
@@ -48,12 +48,30 @@ def overview(app: App, store: Store, filters: Filters) -> dict[str, Any]:
     tasks = [t for t in app.tasks.values() if _wanted_by_name(t, filters)]
     per_host = [t.name for t in tasks if app.scope_of(t) == "host"]
     fleet = [t.name for t in tasks if app.scope_of(t) == "fleet"]
-    strips = {**store.recent_runs(per_host, STRIP, host), **store.recent_runs(fleet, STRIP)}
-    last = {**store.last_runs(per_host, host), **store.last_runs(fleet)}
-    by_status = {
-        **store.last_with_status(per_host, list(STATES), host),
-        **store.last_with_status(fleet, list(STATES)),
-    }
+    strips = {**store.run_strips(per_host, STRIP, host), **store.run_strips(fleet, STRIP)}
+    # A task's last run is the newest of its strip that ran; only a strip of skipped and
+    # missed slots alone needs the store asked again.
+    last: dict[str, StripCell | RunRecord] = {}
+    for name, cells in strips.items():
+        ran = next((c for c in cells if c.status not in GAPS), None)
+        if ran is not None:
+            last[name] = ran
+    unknown = [n for n, cells in strips.items() if n not in last and len(cells) == STRIP]
+    last.update(store.last_runs([n for n in unknown if n in per_host], host))
+    last.update(store.last_runs([n for n in unknown if n in fleet]))
+    # The newest OK and not OK are in the strip for most tasks; the store is asked only
+    # for the ones it lacks.
+    by_status: dict[str, dict[str, Any]] = {}
+    for name, cells in strips.items():
+        for cell in cells:
+            if cell.status in STATES:
+                by_status.setdefault(name, {}).setdefault(cell.status, cell)
+    need = [n for n in strips if not (_has_ok(by_status, n) and _has_not_ok(by_status, n))]
+    asks = (([n for n in need if n in per_host], host), ([n for n in need if n in fleet], None))
+    for names, where in asks:
+        for name, found in store.last_with_status(names, list(STATES), where).items():
+            for status, record in found.items():
+                by_status.setdefault(name, {}).setdefault(status, record)
     states = _check_states(store)
     rows = []
     for task in tasks:
@@ -179,13 +197,21 @@ def _check_states(store: Store) -> dict[tuple[str, str], CheckState]:
     return {(task, host): CheckState.from_json(raw) for task, host, raw in store.check_states()}
 
 
+def _has_ok(by_status: dict[str, dict[str, Any]], name: str) -> bool:
+    return "ok" in by_status.get(name, {})
+
+
+def _has_not_ok(by_status: dict[str, dict[str, Any]], name: str) -> bool:
+    return any(s in by_status.get(name, {}) for s in NOT_OK)
+
+
 def _row(
     app: App,
     task: Task,
     state: CheckState | None,
-    last: RunRecord | None,
-    by_status: dict[str, RunRecord],
-    strip: list[RunRecord],
+    last: StripCell | RunRecord | None,
+    by_status: dict[str, RunRecord | StripCell],
+    strip: list[StripCell],
 ) -> dict[str, Any]:
     if state is not None and task.type.kind == "check":
         status = {"status": state.status, "hard": state.hard, "since": state.since,
@@ -211,14 +237,17 @@ def _row(
         "last_not_ok": _run_summary(max(not_ok, key=lambda r: r.started_at)) if not_ok else None,
         "next_fire": _next_fire(task),
         "strip": [
-            {"run_id": r.run_id, "status": r.status, "at": r.started_at,
-             "gap": r.status in GAPS, "summary": r.summary}
-            for r in reversed(strip)
+            {"run_id": c.run_id, "status": c.status, "at": c.started_at, "gap": c.status in GAPS}
+            for c in reversed(strip)
         ],
     }
 
 
-def _run_summary(record: RunRecord) -> dict[str, Any]:
+def _run_summary(record: RunRecord | StripCell) -> dict[str, Any]:
+    if isinstance(record, StripCell):
+        error_type = record.error_type
+    else:
+        error_type = (record.error or {}).get("type")
     return {
         "run_id": record.run_id,
         "status": record.status,
@@ -226,9 +255,9 @@ def _run_summary(record: RunRecord) -> dict[str, Any]:
         "started_at": record.started_at,
         "duration_s": record.duration_s,
         "summary": record.summary,
-        "host": record.host,
-        "attempts": record.attempts,
-        "error_type": (record.error or {}).get("type"),
+        "error_type": error_type,
+        "host": getattr(record, "host", None),
+        "attempts": getattr(record, "attempts", None),
     }
 
 
