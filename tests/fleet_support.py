@@ -37,14 +37,21 @@ def pid_alive(pid: int) -> bool:
         return False
 
 
+def plugin_dir(tmp_path: Path, *names: str) -> Path:
+    """tmp_path/plugins holding the marking plugin (check.mark) and the named test
+    plugins from tests/data (e.g. "faults_plugin")."""
+    plugins = tmp_path / "plugins"
+    plugins.mkdir(exist_ok=True)
+    for name in ("fleet_plugin", *names):
+        shutil.copy(DATA / f"{name}.py", plugins / f"{name}.py")
+    return plugins
+
+
 def fleet_config(
     tmp_path: Path, url: str, host: str, tasks: str, extra: str = ""
 ) -> Path:
     """A config for one host: its own state dir, the shared store, the marking plugin."""
-    plugins = tmp_path / "plugins"
-    if not plugins.exists():
-        plugins.mkdir()
-        shutil.copy(DATA / "fleet_plugin.py", plugins / "fleet_plugin.py")
+    plugins = plugin_dir(tmp_path)
     path = tmp_path / f"{host}.yaml"
     path.write_text(
         f"state_dir: {tmp_path / ('state-' + host)}\n"

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import TOILBOX
-from tests.fleet_support import FleetDaemon, ledger, wait_for
+from tests.fleet_support import FleetDaemon, ledger, plugin_dir, wait_for
 from toilbox.store.sqlite import SqliteStore
 
 pytestmark = [
@@ -50,10 +50,7 @@ def fill(directory: Path) -> Path:
 
 
 def config_for(tmp_path: Path, state: Path) -> Path:
-    plugins = tmp_path / "plugins"
-    plugins.mkdir()
-    data = Path(__file__).parent / "data"
-    (plugins / "fleet_plugin.py").write_text((data / "fleet_plugin.py").read_text())
+    plugins = plugin_dir(tmp_path)
     config = tmp_path / "disk.yaml"
     config.write_text(
         f"state_dir: {state}\nplugin_dirs: [{plugins}]\n"

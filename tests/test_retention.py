@@ -7,11 +7,10 @@ import json
 import time
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import pytest
 
-from tests.fleet_support import FleetDaemon, wait_for
+from tests.fleet_support import FleetDaemon, plugin_dir, wait_for
 from toilbox.models import RunRecord, utc_iso
 from toilbox.store.sqlite import SqliteStore
 
@@ -35,10 +34,7 @@ def test_old_history_is_pruned_in_batches_without_delaying_fires(tmp_path):
         before = store.size_bytes()
     finally:
         store.close()
-    plugins = tmp_path / "plugins"
-    plugins.mkdir()
-    data = Path(__file__).parent / "data"
-    (plugins / "fleet_plugin.py").write_text((data / "fleet_plugin.py").read_text())
+    plugins = plugin_dir(tmp_path)
     config = tmp_path / "keep.yaml"
     config.write_text(
         f"state_dir: {state}\nplugin_dirs: [{plugins}]\nhistory_retention: 2d\n"

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.fleet_support import FleetDaemon, wait_for
+from tests.fleet_support import FleetDaemon, plugin_dir, wait_for
 from tests.test_reports import CHROMIUM, DevTools
 
 pytestmark = pytest.mark.slow
@@ -35,11 +35,7 @@ def get(base: str, path: str, token: str | None = None, method: str = "GET"):
 
 
 def write_page_config(tmp_path: Path, extra: str = "", store: str = "") -> Path:
-    plugins = tmp_path / "plugins"
-    plugins.mkdir(exist_ok=True)
-    data = Path(__file__).parent / "data"
-    (plugins / "faults.py").write_text((data / "faults_plugin.py").read_text())
-    (plugins / "fleet_plugin.py").write_text((data / "fleet_plugin.py").read_text())
+    plugins = plugin_dir(tmp_path, "faults_plugin")
     config = tmp_path / "page.yaml"
     config.write_text(
         f"state_dir: {tmp_path / 'state'}\nplugin_dirs: [{plugins}]\n{store}"

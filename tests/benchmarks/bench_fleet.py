@@ -38,28 +38,12 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).parent))
 sys.path.insert(0, str(Path(__file__).parents[2]))
 from _common import percentile
+from bench_run_startup import NOOP_PLUGIN as NOOP
 
 from toilbox.models import Lease, utc_iso
 
 ADMIN = os.environ.get("TOILBOX_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
 TOILBOX = [sys.executable, "-m", "toilbox"]
-NOOP = '''
-from pydantic import BaseModel
-import toilbox
-
-class Params(BaseModel):
-    pass
-
-def noop(ctx, params):
-    """Do nothing."""
-    return toilbox.Result(toilbox.Status.OK, "nothing done")
-
-@toilbox.hookimpl
-def register_task_types(register):
-    register("check.noop", noop, params=Params)
-'''
-
-
 class Database:
     def __init__(self) -> None:
         import psycopg

@@ -26,22 +26,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).parent))
 sys.path.insert(0, str(Path(__file__).parents[2]))
 from _common import percentile
+from bench_run_startup import NOOP_PLUGIN as NOOP
 
-NOOP = '''
-from pydantic import BaseModel
-import toilbox
-
-class Params(BaseModel):
-    pass
-
-def noop(ctx, params):
-    """Do nothing."""
-    return toilbox.Result(toilbox.Status.OK, "nothing done")
-
-@toilbox.hookimpl
-def register_task_types(register):
-    register("check.noop", noop, params=Params)
-'''
 HOST = "bench"
 
 
