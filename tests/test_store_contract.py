@@ -284,6 +284,40 @@ def test_leases_renew_expire_and_move_once(backend):
     assert one.renew_leases(one.owner, ["task:t"], 30) == [], "the old owner lost the lease"
 
 
+@pytest.mark.parametrize("how", ["claim_fleet_slot", "claim_fleet_slots", "acquire_lease"])
+def test_a_task_lease_taken_after_it_lapsed_ends_the_old_holders_run(backend, how):
+    """Taking a lapsed lease by a new claim (before any sweep took it over) leaves no run
+    of the old holder shown as running for ever: nobody holds it any more."""
+    import time
+
+    one, two = backend.open(), backend.open()
+    past = utc_iso(datetime.now(UTC) - timedelta(seconds=10))
+    assert one.claim_fleet_slot("t", past, "s", lease(one, slot=past), 0.3).outcome is Claim.WON
+    one.start_run(run("old", scope="fleet", scheduled_for=past, started_at=now_iso()))
+    one.start_run(run("mine", task="u", scope="fleet", started_at=now_iso()))
+    one.start_run(run("here", scope="host", started_at=now_iso()))
+    later = utc_iso(datetime.now(UTC) - timedelta(seconds=5))
+    assert two.claim_fleet_slot("t", later, "s", lease(two, slot=later), 30).outcome is Claim.BUSY
+    assert two.get("old").status == "running", "a live lease keeps its run"
+    time.sleep(0.5)
+    now = utc_iso(datetime.now(UTC) - timedelta(seconds=1))
+    if how == "claim_fleet_slot":
+        assert two.claim_fleet_slot("t", now, "s", lease(two, slot=now), 30).outcome is Claim.WON
+    elif how == "claim_fleet_slots":
+        claims = two.claim_fleet_slots(
+            [("t", now, "s", lease(two, slot=now)), ("v", now, "s", lease(two, "v", now))], 30)
+        assert [c.outcome for c in claims] == [Claim.WON, Claim.WON]
+    else:
+        assert two.acquire_lease(lease(two), 30) is True
+    ended = two.get("old")
+    assert ended.status == "unknown"
+    assert ended.error["type"] == "abandoned"
+    assert f"pid {os.getpid()} test stopped renewing its lease" in ended.summary
+    assert one.finish_run(finished(run("old"))) is False, "the old holder's late end is refused"
+    assert two.get("mine").status == "running", "another task's run is not touched"
+    assert two.get("here").status == "running", "nor a host run of the same task"
+
+
 def test_hosts_say_who_is_alive_and_what_they_ran(store):
     host = HostInfo("h1", "machine", "0.1.0", "abc", now_iso(), now_iso(), True)
     store.heartbeat(host)

@@ -243,6 +243,20 @@ WITH claimed AS (
         scheduled_for = excluded.scheduled_for, trigger = excluded.trigger,
         attempt = excluded.attempt, acquired_at = now(), lease_until = excluded.lease_until
     WHERE leases.lease_until < now()
+    RETURNING task, holder
+), lapsed AS (
+    -- Read from the statement's snapshot: the lease as it was before this claim.
+    SELECT task, holder FROM leases
+    WHERE name = 'task:' || %(task)s AND lease_until < now()
+), orphaned AS (
+    -- A lapsed lease taken before any sweep took it over: the old holder's run has
+    -- nobody left to end it.
+    UPDATE runs SET status = 'unknown', finished_at = now(), summary = o.message,
+                    error = jsonb_build_object('type', 'abandoned', 'message', o.message)
+    FROM (SELECT p.task, 'abandoned: ' || p.holder || ' stopped renewing its lease; a later'
+                 || ' slot was claimed by ' || l.holder AS message
+          FROM lapsed p JOIN leased l USING (task)) AS o
+    WHERE runs.task = o.task AND runs.scope = 'fleet' AND runs.status = 'running'
     RETURNING 1
 )
 SELECT %(task)s AS task,
@@ -276,7 +290,19 @@ WITH wanted AS (
         scheduled_for = excluded.scheduled_for, trigger = excluded.trigger,
         attempt = excluded.attempt, acquired_at = now(), lease_until = excluded.lease_until
     WHERE leases.lease_until < now()
-    RETURNING task
+    RETURNING task, holder
+), lapsed AS (
+    SELECT task, holder FROM leases
+    WHERE name IN (SELECT 'task:' || task FROM wanted) AND lease_until < now()
+), orphaned AS (
+    -- As in claim_fleet_slot: the old holders' runs of lapsed leases taken here end.
+    UPDATE runs SET status = 'unknown', finished_at = now(), summary = o.message,
+                    error = jsonb_build_object('type', 'abandoned', 'message', o.message)
+    FROM (SELECT p.task, 'abandoned: ' || p.holder || ' stopped renewing its lease; a later'
+                 || ' slot was claimed by ' || l.holder AS message
+          FROM lapsed p JOIN leased l USING (task)) AS o
+    WHERE runs.task = o.task AND runs.scope = 'fleet' AND runs.status = 'running'
+    RETURNING 1
 )
 SELECT w.task,
        EXTRACT(EPOCH FROM (w.scheduled_for - now()))::float8 AS early_s,
@@ -305,16 +331,32 @@ CROSS JOIN LATERAL (
 ) AS s;
 
 -- name: take_lease
--- Taken when free or expired; a live lease, ours included, is not taken again.
-INSERT INTO leases (name, owner, holder, task, scheduled_for, trigger, attempt, lease_until)
-VALUES (%(name)s, %(owner)s, %(holder)s, %(task)s, %(scheduled_for)s, %(trigger)s,
-        %(attempt)s, now() + make_interval(secs => %(lease_s)s))
-ON CONFLICT (name) DO UPDATE SET
-    owner = excluded.owner, holder = excluded.holder, task = excluded.task,
-    scheduled_for = excluded.scheduled_for, trigger = excluded.trigger,
-    attempt = excluded.attempt, acquired_at = now(), lease_until = excluded.lease_until
-WHERE leases.lease_until < now()
-RETURNING name;
+-- Taken when free or expired; a live lease, ours included, is not taken again.  A task's
+-- lapsed lease taken here ends its old holder's run, as in claim_fleet_slot.
+WITH taken AS (
+    INSERT INTO leases (name, owner, holder, task, scheduled_for, trigger, attempt,
+                        lease_until)
+    VALUES (%(name)s, %(owner)s, %(holder)s, %(task)s, %(scheduled_for)s, %(trigger)s,
+            %(attempt)s, now() + make_interval(secs => %(lease_s)s))
+    ON CONFLICT (name) DO UPDATE SET
+        owner = excluded.owner, holder = excluded.holder, task = excluded.task,
+        scheduled_for = excluded.scheduled_for, trigger = excluded.trigger,
+        attempt = excluded.attempt, acquired_at = now(), lease_until = excluded.lease_until
+    WHERE leases.lease_until < now()
+    RETURNING name, task, holder
+), lapsed AS (
+    SELECT name, holder FROM leases
+    WHERE name = %(name)s AND name LIKE 'task:%%' AND lease_until < now()
+), orphaned AS (
+    UPDATE runs SET status = 'unknown', finished_at = now(), summary = o.message,
+                    error = jsonb_build_object('type', 'abandoned', 'message', o.message)
+    FROM (SELECT t.task, 'abandoned: ' || p.holder || ' stopped renewing its lease; a later'
+                 || ' slot was claimed by ' || t.holder AS message
+          FROM lapsed p JOIN taken t USING (name)) AS o
+    WHERE runs.task = o.task AND runs.scope = 'fleet' AND runs.status = 'running'
+    RETURNING 1
+)
+SELECT name FROM taken;
 
 -- name: renew_leases
 UPDATE leases SET lease_until = now() + make_interval(secs => %(lease_s)s)

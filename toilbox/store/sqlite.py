@@ -308,7 +308,22 @@ class SqliteStore:
             "now": now.isoformat(timespec="microseconds"),
             "until": (now + timedelta(seconds=lease_s)).isoformat(timespec="microseconds"),
         }
-        return bool(db.execute(sql.TAKE_LEASE, row).rowcount)
+        lapsed = db.execute(sql.LAPSED_LEASE_HOLDER, row).fetchone()
+        if not db.execute(sql.TAKE_LEASE, row).rowcount:
+            return False
+        if lapsed is not None and lease.name.startswith("task:"):
+            self._end_orphans(db, lease, lapsed[0])
+        return True
+
+    def _end_orphans(self, db: sqlite3.Connection, lease: Lease, old_holder: str) -> None:
+        """A task's lease taken after it lapsed, before a sweep took it over: whatever
+        fleet run of the task is still shown running has nobody left to end it."""
+        message = (f"abandoned: {old_holder} stopped renewing its lease; a later slot was"
+                   f" claimed by {lease.holder}")
+        error = json.dumps({"type": "abandoned", "message": message})
+        for (run_id,) in db.execute(sql.RUNNING_FLEET_IDS, (lease.task,)).fetchall():
+            db.execute(sql.MARK_ABANDONED, (now_iso(), error, message, run_id, RUNNING))
+            self._queue(db, run_id)
 
     def acquire_lease(self, lease: Lease, lease_s: float) -> bool:
         with self._transaction() as db:

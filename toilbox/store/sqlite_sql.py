@@ -300,6 +300,9 @@ ORDER BY started_at, rowid
 """
 
 RUNNING_FLEET = "SELECT * FROM runs WHERE status = 'running' AND scope = 'fleet' AND task = ?"
+RUNNING_FLEET_IDS = (
+    "SELECT run_id FROM runs WHERE status = 'running' AND scope = 'fleet' AND task = ?"
+)
 
 MARK_ABANDONED = """
 UPDATE runs SET status = 'unknown', finished_at = ?, error = ?, summary = ?
@@ -334,6 +337,8 @@ WHERE task = ? AND host = ?
 ORDER BY scheduled_for DESC
 LIMIT 1
 """
+
+LAPSED_LEASE_HOLDER = "SELECT holder FROM leases WHERE name = :name AND lease_until < :now"
 
 # Taken when free or expired; a live lease, ours included, is not taken again.
 TAKE_LEASE = """
