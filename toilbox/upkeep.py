@@ -14,17 +14,18 @@ from __future__ import annotations
 import collections
 import threading
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 import structlog
 
 from toilbox import __version__
 from toilbox.errors import StateError
-from toilbox.models import HostInfo, RunRecord, now_iso
+from toilbox.models import HostInfo, Lease, RunRecord, now_iso
 
 if TYPE_CHECKING:
-    from toilbox.daemon import Daemon
+    from toilbox.app import App
 
 log = structlog.get_logger("toilbox.upkeep")
 TICK_S = 1.0
@@ -33,8 +34,22 @@ PRUNE_BATCH = 1000
 PRUNE_PAUSE_S = 0.05  # between batches: the scheduler's writes go first
 
 
+class Tended(Protocol):
+    """What the upkeep needs of the daemon it keeps (the daemon hands itself over)."""
+
+    app: App
+    clock: Callable[[], datetime]
+    leases: dict[str, float]  # fleet leases held for runs: when taken (monotonic)
+    held: set[str]  # tasks whose fires the store could not take
+    _lock: threading.Lock
+
+    def catch_up(self, now: datetime, only: set[str] | None = None) -> None: ...
+    def fence(self, tasks: set[str], reason: str) -> None: ...
+    def take_over(self, lease: Lease) -> None: ...
+
+
 class Upkeep:
-    def __init__(self, daemon: Daemon) -> None:
+    def __init__(self, daemon: Tended) -> None:
         self.daemon = daemon
         self.store_error: str | None = None  # the last store failure, until a success
         self._stop = threading.Event()
@@ -208,13 +223,10 @@ class Upkeep:
                 self._bury(lease.name.removeprefix("lock:_daemon@"), lease)
         self._ok()
 
-    def _bury(self, host_id: str, lease: object) -> None:
+    def _bury(self, host_id: str, lease: Lease) -> None:
         """A daemon that stopped renewing and did not come back: its host runs shown as
         running are abandoned (its own record replaces that if it returns)."""
-        from toilbox.models import Lease
-
         store = self.daemon.app.store()
-        assert isinstance(lease, Lease)  # noqa: S101
         taken = store.take_over(lease, store.owner, "burying a dead daemon", 60.0)
         if taken is None:
             return
