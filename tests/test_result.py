@@ -41,12 +41,13 @@ def test_the_pitfall_worst_avoids():
 def test_below_writes_nagios_ranges_that_alert_below():
     metric = Metric.below(12.5, "d", warn=30, crit=7.5, min=0)
     assert (metric.warn, metric.crit) == ("30:", "7.5:")
-    assert metric.perfdata("days_left") == "days_left=12.5d;30:;7.5:;0"
+    # Days are written as seconds, a unit every perfdata parser knows, thresholds alike.
+    assert metric.perfdata("days_left") == "'days_left'=1080000s;2592000:;648000:;0"
     assert Metric.below(5, warn=None, crit="10:").crit == "10:"  # a range passes as given
-    # What check.command reads back from a Nagios plugin is the same metric.
+    # What check.command reads back from a Nagios plugin is the same metric, in seconds.
     parsed, errors = parse_perfdata(metric.perfdata("days left"))
     assert errors == []
-    assert parsed == {"days left": metric}
+    assert parsed == {"days left": Metric.below(1080000, "s", warn=2592000, crit=648000, min=0)}
 
 
 @pytest.mark.parametrize(
@@ -66,8 +67,19 @@ def test_ranges_read_in_words(threshold, words):
 
 
 def test_perfdata_quotes_labels_and_writes_plain_numbers():
-    assert Metric(1e10, "B").perfdata("free") == "free=10000000000B"
-    assert Metric(1, warn=2, crit=3).perfdata("it's") == "'it''s'=1;2;3"
+    assert Metric(1e10, "B").perfdata("free") == "'free'=10000000000B"
+    assert Metric(1, warn=2, crit=3).perfdata("it's") == "'it_s'=1;2;3"
+    assert Metric(2, "GiB", warn="1:").perfdata("x") == "'x'=2147483648B;1073741824:"
+
+
+def test_a_plugins_perfdata_is_what_toilbox_run_prints(toilbox_run, tmp_path):
+    """One writer of perfdata: a plugin author's test of ``Metric.perfdata`` sees the text
+    that Nagios gets from ``toilbox run``."""
+    from toilbox.render import run_result
+
+    ran = toilbox_run("check.disk", {"path": str(tmp_path), "warning": "99%"})
+    printed = run_result(ran.record).splitlines()[0].split(" | ", 1)[1]
+    assert printed == " ".join(m.perfdata(label) for label, m in ran.metrics.items())
 
 
 @pytest.mark.parametrize("bad", ["below 30", "30 days", "@"])

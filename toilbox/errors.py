@@ -43,8 +43,9 @@ class AlreadyRunning(ToilboxError):  # noqa: N818 -- reads as the verdict users 
 class TaskFailed(Exception):  # noqa: N818 -- the public name reads as a verdict, by design
     """Raised by a task to fail now: retrying cannot help, so no retry is made.
 
-    The run ends CRITICAL with ``error.type`` ``failed`` and ``str(exc)`` as its message.
-    Any other exception (or a timeout) is taken as transient and retried.
+    The run ends with ``error.type`` ``failed`` and ``str(exc)`` as its message: UNKNOWN
+    for a check (it could not check), CRITICAL for a cleanup or a report (its work was
+    not done).  Any other exception (or a timeout) is taken as transient and retried.
     """
 
 

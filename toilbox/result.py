@@ -99,11 +99,14 @@ class Metric:
         return cls(value, unit, _range_start(warn), _range_start(crit), min, max)
 
     def perfdata(self, label: str) -> str:
-        """This metric as a Nagios perfdata item: ``'days left'=12.5d;30:;7:;;``."""
-        quoted = "'" + label.replace("'", "''") + "'" if re.search(r"[\s'=]", label) else label
-        limits = [_plain(x) for x in (self.warn, self.crit, self.min, self.max)]
-        fields = [f"{_number(self.value)}{self.unit}", *limits]
-        return f"{quoted}={';'.join(fields).rstrip(';')}"
+        """This metric as a Nagios perfdata item, exactly as ``toilbox run`` prints it:
+        the label always quoted, units converted to those the Monitoring Plugins
+        guidelines define (``d`` to ``s``, ``GiB`` to ``B``) with the thresholds scaled
+        alike, ranges kept: ``Metric.below(12.5, "d", warn=30).perfdata("days left")``
+        is ``'days left'=1080000s;2592000:``."""
+        from toilbox.perfdata import item
+
+        return item(label, self.to_dict())
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -126,8 +129,6 @@ def _number(value: float) -> str:
     return str(int(number)) if number.is_integer() else repr(number)
 
 
-def _plain(value: str | float | None) -> str:
-    return "" if value is None else value if isinstance(value, str) else _number(value)
 
 
 def describe_range(
