@@ -1,0 +1,380 @@
+"""The daemon's cost per run, against bare APScheduler and a bare fork, in one run (issue 14).
+
+    python tests/benchmarks/bench_run_cost.py [--fires 1000] [--rate 200] [--burst 1000]
+        [--rounds 3] [--write-docs docs/performance.md]
+
+- cost:  CPU time per run of a no-op check through the whole daemon path, from the
+         processes' own accounting (/proc/PID/stat: user + system, the zygote's reaped
+         children included, which is every attempt's reaper and plugin process), split
+         into the daemon (and its threads), the zygote and the attempt's two processes.
+         Beside it: bare APScheduler's CPU per job (a BackgroundScheduler running a no-op
+         on a ThreadPoolExecutor) and a bare ``fork()`` + ``waitpid()`` of a process
+         holding the same config and plugins (the floor of any process per run).
+         Goal: at most 2 ms of CPU per run outside the task itself.
+- lag:   the same fires, ``--fires`` of them at ``--rate`` a second, each its own task:
+         lag to dispatch (slot claimed, run handed to a worker) and to the child's start
+         (the task function entered), and fires missed; bare APScheduler's lag to the job
+         beside it.  Goal: child start p99 < 25 ms at 200 fires/s, no fire missed.
+- burst: ``--burst`` tasks due in the same instant: the daemon's throughput, runs/s
+         from the first fire to the last finish (goal: >= 500 runs/s on 2 cores).
+
+Each measurement runs in a fresh process; the rounds alternate toilbox and its baselines
+so both see the same machine load.  Medians over the rounds are reported.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _common import percentile
+
+TICK = os.sysconf("SC_CLK_TCK")
+BEGIN, END = "<!-- bench_run_cost:begin -->", "<!-- bench_run_cost:end -->"
+
+NOOP_PLUGIN = '''
+import resource
+from pydantic import BaseModel
+import toilbox
+
+class Params(BaseModel):
+    pass
+
+def noop(ctx, params):
+    """Do nothing; say how late the child started and what it had used by then."""
+    if ctx.scheduled_for is not None:
+        lag = (ctx.now() - ctx.scheduled_for).total_seconds()
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+        ctx.log.info("bench.child_started", child_lag_ms=lag * 1000,
+                     child_cpu_ms=(usage.ru_utime + usage.ru_stime) * 1000)
+    return toilbox.Result(toilbox.Status.OK, "nothing done")
+
+@toilbox.hookimpl
+def register_task_types(register):
+    register("check.noop", noop, params=Params)
+'''
+
+
+# -- reading the kernel's accounting ----------------------------------------------------
+
+def proc_cpu(pid: int | str = "self") -> tuple[float, float]:
+    """(own, reaped children's) user + system seconds of a process, all its threads."""
+    text = Path(f"/proc/{pid}/stat").read_text()
+    fields = text[text.rindex(")") + 2:].split()
+    # utime, stime, cutime, cstime are fields 14-17 of stat(5); here 11-14 after the comm.
+    utime, stime, cutime, cstime = (int(v) for v in fields[11:15])
+    return (utime + stime) / TICK, (cutime + cstime) / TICK
+
+
+def thread_cpu() -> dict[int, float]:
+    """CPU seconds of each live thread of this process (ns precision: schedstat)."""
+    out = {}
+    for task in Path("/proc/self/task").iterdir():
+        try:
+            out[int(task.name)] = int((task / "schedstat").read_text().split()[0]) / 1e9
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+    return out
+
+
+def thread_kind(name: str) -> str:
+    if name.startswith("toilbox-run"):
+        return "workers"
+    if name.startswith("toilbox-dispatch"):
+        return "dispatcher"
+    if name == "MainThread":
+        return "main"
+    if "APScheduler" in name or name.startswith("Thread-"):
+        return "scheduler"
+    return "other"
+
+
+# -- toilbox ------------------------------------------------------------------------------
+
+def workspace(root: Path, tasks: int, concurrent: int) -> Path:
+    (root / "plugins.d").mkdir(parents=True)
+    (root / "plugins.d" / "noop.py").write_text(NOOP_PLUGIN)
+    config = root / "toilbox.yaml"
+    lines = "".join(f"  t{i}: {{uses: check.noop, schedule: '@yearly'}}\n" for i in range(tasks))
+    config.write_text(f"state_dir: {root / 'state'}\nplugin_dirs: [{root / 'plugins.d'}]\n"
+                      f"max_concurrent: {concurrent}\ntasks:\n{lines}")
+    return config
+
+
+def toilbox_worker(root: Path, fires: int, rate: float, concurrent: int) -> dict[str, Any]:
+    """Fire ``fires`` tasks at ``rate``/s (0: all at once) through a real Daemon; measure."""
+    from apscheduler.triggers.date import DateTrigger
+
+    from toilbox import log
+    from toilbox.daemon import Daemon, _never_called
+
+    config = workspace(root, fires, concurrent)
+    log_path = root / "daemon.log"
+    with log_path.open("w") as log_file:
+        # As a daemon under systemd logs: JSON lines, info level, the children's too.
+        log.configure("json", "info", log_file)
+        saved_stderr = os.dup(2)
+        os.dup2(log_file.fileno(), 2)
+        daemon = Daemon(str(config))
+        daemon.start()
+        assert daemon.zygote is not None
+        zygotes = [daemon.zygote.pid] + ([daemon.zygote._spare.pid]
+                                         if daemon.zygote._spare is not None else [])
+        start = time.time() + 1.0
+        for i in range(fires):
+            at = start + (i / rate if rate else 0.0)
+            daemon.scheduler.add_job(_never_called, DateTrigger(datetime.fromtimestamp(at, UTC)),
+                                     id=f"t{i}", replace_existing=True)
+        time.sleep(max(0.0, start - time.time() - 0.2))
+        threads_before = thread_cpu()
+        before = [proc_cpu()] + [proc_cpu(z) for z in zygotes]
+        wall_start = time.perf_counter()
+        deadline = time.monotonic() + 120 + (fires / rate if rate else 0)
+        done = 0
+        while time.monotonic() < deadline:
+            time.sleep(0.05)
+            done = log_path.read_bytes().count(b'"event": "run.finished"')
+            if done >= fires and not daemon.running:
+                break
+        wall = time.perf_counter() - wall_start
+        after = [proc_cpu()] + [proc_cpu(z) for z in zygotes]
+        threads_after = thread_cpu()
+        names = {t.native_id: t.name for t in threading.enumerate()}
+        daemon.shutdown(grace=5)
+        os.dup2(saved_stderr, 2)
+        os.close(saved_stderr)
+    by_thread: dict[str, float] = {}
+    for tid, used in threads_after.items():
+        kind = thread_kind(names.get(tid, "?"))
+        by_thread[kind] = by_thread.get(kind, 0.0) + used - threads_before.get(tid, 0.0)
+    dispatch, child, child_cpu, finished, first_fire, last_finish = [], [], [], 0, None, None
+    for line in log_path.read_text().splitlines():
+        event = json.loads(line)
+        name = event["event"]
+        if name == "task.fired":
+            dispatch.append(event["dispatch_lag_ms"])
+            first_fire = first_fire or event["timestamp"]
+        elif name == "bench.child_started":
+            child.append(event["child_lag_ms"])
+            child_cpu.append(event["child_cpu_ms"])
+        elif name == "run.finished" and event["status"] == "ok":
+            finished += 1
+            last_finish = event["timestamp"]
+    span = (datetime.fromisoformat(last_finish) - datetime.fromisoformat(first_fire)
+            ).total_seconds() if first_fire and last_finish else float("nan")
+    return {
+        "runs": finished,
+        "fires": fires,
+        "wall_s": wall,
+        "span_s": span,
+        "daemon_s": after[0][0] - before[0][0],
+        "zygote_s": sum(a[0] - b[0] for a, b in zip(after[1:], before[1:], strict=True)),
+        "attempts_s": sum(a[1] - b[1] for a, b in zip(after[1:], before[1:], strict=True)),
+        "threads_s": by_thread,
+        "child_cpu_ms": statistics.median(child_cpu) if child_cpu else float("nan"),
+        "dispatch_ms": dispatch,
+        "child_ms": child,
+        "log_lines": sum(1 for _ in log_path.open()),
+    }
+
+
+# -- baselines ------------------------------------------------------------------------------
+
+def apscheduler_worker(fires: int, rate: float) -> dict[str, Any]:
+    """Bare APScheduler, a ThreadPoolExecutor(20) running a no-op, the same fires."""
+    from apscheduler.executors.pool import ThreadPoolExecutor
+    from apscheduler.schedulers.background import BackgroundScheduler
+    from apscheduler.triggers.date import DateTrigger
+
+    lags: list[float] = []
+    done = threading.Event()
+
+    def job(when: float) -> None:
+        lags.append((time.time() - when) * 1000)
+        if len(lags) == fires:
+            done.set()
+
+    scheduler = BackgroundScheduler(executors={"default": ThreadPoolExecutor(20)},
+                                    job_defaults={"misfire_grace_time": None})
+    scheduler.start()
+    start = time.time() + 1.0
+    for i in range(fires):
+        when = start + (i / rate if rate else 0.0)
+        scheduler.add_job(job, DateTrigger(datetime.fromtimestamp(when, UTC)), args=(when,))
+    time.sleep(max(0.0, start - time.time() - 0.2))
+    before = proc_cpu()[0]
+    wall_start = time.perf_counter()
+    done.wait(fires / (rate or 1e9) + 60)
+    wall = time.perf_counter() - wall_start
+    used = proc_cpu()[0] - before
+    scheduler.shutdown()
+    return {"runs": len(lags), "fires": fires, "cpu_s": used, "wall_s": wall, "lag_ms": lags}
+
+
+def fork_worker(root: Path, count: int) -> dict[str, Any]:
+    """fork() + waitpid() of a process holding the daemon's config and plugins: the child
+    exits at once.  The floor of any design that gives each run a process."""
+    from toilbox.app import load_app
+
+    app = load_app(str(workspace(root, 1000, 8)))
+    assert app.plugins.task_types
+    own, children = proc_cpu()
+    started = time.perf_counter()
+    for _ in range(count):
+        pid = os.fork()
+        if pid == 0:
+            os._exit(0)
+        os.waitpid(pid, 0)
+    wall = time.perf_counter() - started
+    own2, children2 = proc_cpu()
+    rss = int(Path("/proc/self/status").read_text().split("VmRSS:")[1].split()[0])
+    return {"runs": count, "cpu_s": (own2 - own) + (children2 - children), "wall_s": wall,
+            "rss_kib": rss}
+
+
+def in_fresh_process(kind: str, **kwargs: Any) -> dict[str, Any]:
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="toilbox-bench-") as tmp:
+        argv = [sys.executable, __file__, "--worker", kind, "--args",
+                json.dumps({**kwargs, "root": str(Path(tmp) / "w")} if kind != "apscheduler"
+                           else kwargs)]
+        done = subprocess.run(argv, capture_output=True, text=True, check=False, cwd="/")
+        if done.returncode:
+            raise SystemExit(f"{kind} worker failed:\n{done.stderr[-4000:]}")
+        result: dict[str, Any] = json.loads(done.stdout.splitlines()[-1])
+        return result
+
+
+# -- the report ---------------------------------------------------------------------------
+
+def med(rounds: list[dict[str, Any]], key: Any) -> float:
+    return statistics.median(key(r) for r in rounds)
+
+
+def cost_ms(r: dict[str, Any]) -> float:
+    return 1000 * (r["daemon_s"] + r["zygote_s"] + r["attempts_s"]) / max(1, r["runs"])
+
+
+def report(results: dict[str, list[dict[str, Any]]], args: argparse.Namespace,
+           loads: tuple[float, float]) -> str:
+    lag, burst = results["lag"], results["burst"]
+    bare, forks = results["apscheduler"], results["fork"]
+    per = lambda r, k: 1000 * r[k] / max(1, r["runs"])  # noqa: E731 -- a table's shorthand
+    kinds = sorted({k for r in lag for k in r["threads_s"]})
+    thread_rows = "".join(
+        f"| &nbsp;&nbsp;daemon: {kind} threads | {med(lag, lambda r, k=kind: 1000 * r['threads_s'].get(k, 0) / max(1, r['runs'])):.2f} ms | |\n"  # noqa: E501
+        for kind in kinds)
+    task_ms = med(lag, lambda r: r["child_cpu_ms"])
+    lines = [
+        f"A no-op check through the whole daemon path, {args.fires} tasks fired at "
+        f"{args.rate:g}/s, each from a fresh process, medians of {args.rounds} rounds "
+        f"alternating toilbox and its baselines; CPU is user + system time from "
+        f"`/proc/PID/stat` (the zygote's reaped children are every attempt's reaper and "
+        f"plugin process). {os.cpu_count()} CPUs, Python {sys.version.split()[0]}; load "
+        f"average {loads[0]:.1f} at the start, {loads[1]:.1f} at the end.",
+        "",
+        "| CPU per run | toilbox | baseline |",
+        "| --- | ---: | ---: |",
+        f"| whole run (daemon + zygote + attempt) | **{med(lag, cost_ms):.2f} ms** | "
+        f"bare APScheduler job {med(bare, lambda r: per(r, 'cpu_s')):.3f} ms |",
+        f"| daemon process | {med(lag, lambda r: per(r, 'daemon_s')):.2f} ms | |",
+        thread_rows.rstrip("\n"),
+        f"| zygote (forks the reaper) | {med(lag, lambda r: per(r, 'zygote_s')):.2f} ms | "
+        f"bare fork() + waitpid() {med(forks, lambda r: per(r, 'cpu_s')):.2f} ms "
+        f"({med(forks, lambda r: r['rss_kib']) / 1024:.0f} MiB RSS) |",
+        f"| attempt: reaper + plugin process | {med(lag, lambda r: per(r, 'attempts_s')):.2f} ms"
+        f" | |",
+        f"| &nbsp;&nbsp;of which the plugin process up to the task | {task_ms:.2f} ms | |",
+        "",
+        f"| at {args.rate:g} fires/s | toilbox | bare APScheduler | goal |",
+        "| --- | ---: | ---: | ---: |",
+        f"| lag to dispatch p50 / p99 | {med(lag, lambda r: percentile(r['dispatch_ms'], 50)):.1f}"
+        f" / {med(lag, lambda r: percentile(r['dispatch_ms'], 99)):.1f} ms | "
+        f"{med(bare, lambda r: percentile(r['lag_ms'], 50)):.1f} / "
+        f"{med(bare, lambda r: percentile(r['lag_ms'], 99)):.1f} ms (to the job) | |",
+        f"| lag to child start p50 / p99 | {med(lag, lambda r: percentile(r['child_ms'], 50)):.1f}"
+        f" / **{med(lag, lambda r: percentile(r['child_ms'], 99)):.1f} ms** | | < 25 ms p99 |",
+        f"| fires missed (of {args.fires}), worst round | "
+        f"{max(r['fires'] - r['runs'] for r in lag)} | "
+        f"{max(r['fires'] - r['runs'] for r in bare)} | 0 |",
+        f"| log lines per run | {med(lag, lambda r: r['log_lines'] / max(1, r['runs'])):.1f} | | |",
+        f"| {args.burst} due at once: runs/s, first fire to last finish | "
+        f"**{med(burst, lambda r: r['runs'] / r['span_s']):.0f}** | | >= 500 |",
+        f"| &nbsp;&nbsp;CPU per run in that burst | {med(burst, cost_ms):.2f} ms | | <= 2 ms |",
+    ]
+    return "\n".join(line for line in lines if line is not None)
+
+
+def write_docs(path: Path, section: str) -> None:
+    text = path.read_text() if path.exists() else (
+        "# Performance\n\nHow toilbox's costs grow, as measured by the scripts in "
+        "`tests/benchmarks/` (each writes its own section between its markers).\n")
+    block = f"{BEGIN}\n{section}\n{END}"
+    if BEGIN in text and END in text:
+        text = re.sub(re.escape(BEGIN) + ".*?" + re.escape(END), lambda _: block, text,
+                      flags=re.S)
+    else:
+        text = text.rstrip("\n") + "\n\n## The daemon's cost per run\n\n" + block + "\n"
+    path.write_text(text)
+    print(f"wrote the run-cost figures to {path}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--fires", type=int, default=1000)
+    parser.add_argument("--rate", type=float, default=200.0)
+    parser.add_argument("--burst", type=int, default=1000)
+    parser.add_argument("--forks", type=int, default=2000)
+    parser.add_argument("--concurrent", type=int, default=8, help="the daemon's max_concurrent")
+    parser.add_argument("--rounds", type=int, default=int(os.environ.get("BENCH_ROUNDS", "3")))
+    parser.add_argument("--write-docs", type=Path, help="write the figures into this file")
+    parser.add_argument("--worker", help=argparse.SUPPRESS)
+    parser.add_argument("--args", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.worker:
+        kwargs = json.loads(args.args)
+        if "root" in kwargs:
+            kwargs["root"] = Path(kwargs["root"])
+        worker = {"toilbox": toilbox_worker, "apscheduler": apscheduler_worker,
+                  "fork": fork_worker}[args.worker]
+        print(json.dumps(worker(**kwargs)))
+        return
+    os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
+    start_load = os.getloadavg()[0]
+    print(f"python {sys.version.split()[0]}, {os.cpu_count()} CPUs, {args.rounds} rounds, "
+          f"load average {start_load:.1f} at the start", flush=True)
+    results: dict[str, list[dict[str, Any]]] = {"lag": [], "burst": [], "apscheduler": [],
+                                                "fork": []}
+    for round_no in range(args.rounds):
+        results["apscheduler"].append(in_fresh_process("apscheduler", fires=args.fires,
+                                                       rate=args.rate))
+        results["lag"].append(in_fresh_process("toilbox", fires=args.fires, rate=args.rate,
+                                               concurrent=args.concurrent))
+        results["fork"].append(in_fresh_process("fork", count=args.forks))
+        results["burst"].append(in_fresh_process("toilbox", fires=args.burst, rate=0,
+                                                 concurrent=args.concurrent))
+        last = results["lag"][-1]
+        print(f"  round {round_no + 1}: {cost_ms(last):.2f} ms CPU/run, child start p99 "
+              f"{percentile(last['child_ms'], 99):.1f} ms, burst "
+              f"{results['burst'][-1]['runs'] / results['burst'][-1]['span_s']:.0f} runs/s, "
+              f"load {os.getloadavg()[0]:.1f}", flush=True)
+    section = report(results, args, (start_load, os.getloadavg()[0]))
+    print("\n" + section)
+    if args.write_docs:
+        write_docs(args.write_docs, section)
+
+
+if __name__ == "__main__":
+    main()
