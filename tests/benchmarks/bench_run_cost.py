@@ -274,7 +274,7 @@ def report(results: dict[str, list[dict[str, Any]]], args: argparse.Namespace,
     per = lambda r, k: 1000 * r[k] / max(1, r["runs"])  # noqa: E731 -- a table's shorthand
     kinds = sorted({k for r in lag for k in r["threads_s"]})
     thread_rows = "".join(
-        f"| &nbsp;&nbsp;daemon: {kind} threads | {med(lag, lambda r, k=kind: 1000 * r['threads_s'].get(k, 0) / max(1, r['runs'])):.2f} ms | |\n"  # noqa: E501
+        f"| &nbsp;&nbsp;daemon: {kind} threads | {med(lag, lambda r, k=kind: 1000 * r['threads_s'].get(k, 0) / max(1, r['runs'])):.2f} ms | |\n"
         for kind in kinds)
     task_ms = med(lag, lambda r: r["child_cpu_ms"])
     lines = [
