@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import gc
 import os
 import select
 import signal
@@ -111,6 +112,12 @@ class Daemon(TakingOver):
 
     def start(self) -> None:
         """Lock the state dir, close abandoned runs, catch up, then schedule everything."""
+        # What start-up built (config, plugins, imports) lives as long as the daemon: the
+        # collector need not walk it again on every full collection (about a tenth of
+        # the daemon's CPU per run at 1,000 tasks), and the zygote inherits it frozen.
+        # A frozen object is never collected: a config replaced by a reload stays.
+        gc.collect()
+        gc.freeze()
         # First, while this process has a single thread (a database pool starts threads).
         self.zygote = Zygote.start(_preload(self.app))
         try:

@@ -33,7 +33,7 @@ import subprocess
 import sys
 import threading
 import time
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -44,7 +44,7 @@ TICK = os.sysconf("SC_CLK_TCK")
 BEGIN, END = "<!-- bench_run_cost:begin -->", "<!-- bench_run_cost:end -->"
 
 NOOP_PLUGIN = '''
-import resource
+import time
 from pydantic import BaseModel
 import toilbox
 
@@ -55,9 +55,8 @@ def noop(ctx, params):
     """Do nothing; say how late the child started and what it had used by then."""
     if ctx.scheduled_for is not None:
         lag = (ctx.now() - ctx.scheduled_for).total_seconds()
-        usage = resource.getrusage(resource.RUSAGE_SELF)
         ctx.log.info("bench.child_started", child_lag_ms=lag * 1000,
-                     child_cpu_ms=(usage.ru_utime + usage.ru_stime) * 1000)
+                     child_cpu_ms=time.process_time() * 1000)
     return toilbox.Result(toilbox.Status.OK, "nothing done")
 
 @toilbox.hookimpl
@@ -113,13 +112,20 @@ def workspace(root: Path, tasks: int, concurrent: int) -> Path:
 
 
 def toilbox_worker(root: Path, fires: int, rate: float, concurrent: int) -> dict[str, Any]:
-    """Fire ``fires`` tasks at ``rate``/s (0: all at once) through a real Daemon; measure."""
+    """Fire ``fires`` runs at ``rate``/s (0: all at once) through a real Daemon; measure.
+
+    At a rate, ``rate`` tasks each fire once a second (200 tasks, every 1 s); all at once,
+    ``fires`` tasks fire once each.  Every task runs once first, unmeasured, so that what
+    a task's first run creates (its lock file, its state) is not counted as per run.
+    """
     from apscheduler.triggers.date import DateTrigger
+    from apscheduler.triggers.interval import IntervalTrigger
 
     from toilbox import log
     from toilbox.daemon import Daemon, _never_called
 
-    config = workspace(root, fires, concurrent)
+    tasks = min(fires, int(rate)) if rate else fires
+    config = workspace(root, tasks, concurrent)
     log_path = root / "daemon.log"
     with log_path.open("w") as log_file:
         # As a daemon under systemd logs: JSON lines, info level, the children's too.
@@ -131,22 +137,41 @@ def toilbox_worker(root: Path, fires: int, rate: float, concurrent: int) -> dict
         assert daemon.zygote is not None
         zygotes = [daemon.zygote.pid] + ([daemon.zygote._spare.pid]
                                          if daemon.zygote._spare is not None else [])
+        warm = datetime.now(UTC) - timedelta(hours=1)
+        for i in range(tasks):
+            daemon._dispatch(daemon.app, daemon.app.tasks[f"t{i}"], [warm], "schedule", warm)
+            while len(daemon.running) >= concurrent:
+                time.sleep(0.001)
+        while daemon.running:
+            time.sleep(0.01)
+        log_file.flush()
+        warm_lines = sum(1 for _ in log_path.open())
         start = time.time() + 1.0
-        for i in range(fires):
-            at = start + (i / rate if rate else 0.0)
-            daemon.scheduler.add_job(_never_called, DateTrigger(datetime.fromtimestamp(at, UTC)),
-                                     id=f"t{i}", replace_existing=True)
+        for i in range(tasks):
+            first = datetime.fromtimestamp(start + (i / rate if rate else 0.0), UTC)
+            if rate:
+                rounds = fires // tasks
+                trigger: Any = IntervalTrigger(seconds=tasks / rate, start_date=first,
+                                               end_date=first + timedelta(
+                                                   seconds=(rounds - 0.5) * tasks / rate))
+            else:
+                trigger = DateTrigger(first)
+            daemon.scheduler.add_job(_never_called, trigger, id=f"t{i}", replace_existing=True)
+        last_fire = start + (fires - 1) / rate + 0.5 if rate else start + 0.5
         time.sleep(max(0.0, start - time.time() - 0.2))
         threads_before = thread_cpu()
         before = [proc_cpu()] + [proc_cpu(z) for z in zygotes]
         wall_start = time.perf_counter()
         deadline = time.monotonic() + 120 + (fires / rate if rate else 0)
-        done = 0
-        while time.monotonic() < deadline:
-            time.sleep(0.05)
-            done = log_path.read_bytes().count(b'"event": "run.finished"')
-            if done >= fires and not daemon.running:
-                break
+        settled = 0  # fires run or skipped (their task still running)
+        with log_path.open("rb") as tail:
+            tail.seek(0, os.SEEK_END)
+            while time.monotonic() < deadline:
+                time.sleep(0.05)
+                chunk = tail.read()
+                settled += chunk.count(b'"run.finished"') + chunk.count(b'"slot.skipped"')
+                if settled >= fires and time.time() > last_fire and not daemon.running:
+                    break
         wall = time.perf_counter() - wall_start
         after = [proc_cpu()] + [proc_cpu(z) for z in zygotes]
         threads_after = thread_cpu()
@@ -159,7 +184,8 @@ def toilbox_worker(root: Path, fires: int, rate: float, concurrent: int) -> dict
         kind = thread_kind(names.get(tid, "?"))
         by_thread[kind] = by_thread.get(kind, 0.0) + used - threads_before.get(tid, 0.0)
     dispatch, child, child_cpu, finished, first_fire, last_finish = [], [], [], 0, None, None
-    for line in log_path.read_text().splitlines():
+    skipped = 0
+    for line in log_path.read_text().splitlines()[warm_lines:]:
         event = json.loads(line)
         name = event["event"]
         if name == "task.fired":
@@ -168,6 +194,8 @@ def toilbox_worker(root: Path, fires: int, rate: float, concurrent: int) -> dict
         elif name == "bench.child_started":
             child.append(event["child_lag_ms"])
             child_cpu.append(event["child_cpu_ms"])
+        elif name in ("slot.skipped", "slots.missed"):
+            skipped += event.get("count", 1)
         elif name == "run.finished" and event["status"] == "ok":
             finished += 1
             last_finish = event["timestamp"]
@@ -176,16 +204,18 @@ def toilbox_worker(root: Path, fires: int, rate: float, concurrent: int) -> dict
     return {
         "runs": finished,
         "fires": fires,
+        "skipped": skipped,
         "wall_s": wall,
         "span_s": span,
-        "daemon_s": after[0][0] - before[0][0],
+        # The main thread is this benchmark's (a daemon's only waits for signals).
+        "daemon_s": after[0][0] - before[0][0] - by_thread.pop("main", 0.0),
         "zygote_s": sum(a[0] - b[0] for a, b in zip(after[1:], before[1:], strict=True)),
         "attempts_s": sum(a[1] - b[1] for a, b in zip(after[1:], before[1:], strict=True)),
         "threads_s": by_thread,
         "child_cpu_ms": statistics.median(child_cpu) if child_cpu else float("nan"),
         "dispatch_ms": dispatch,
         "child_ms": child,
-        "log_lines": sum(1 for _ in log_path.open()),
+        "log_lines": sum(1 for _ in log_path.open()) - warm_lines,
     }
 
 
@@ -243,14 +273,20 @@ def fork_worker(root: Path, count: int) -> dict[str, Any]:
             "rss_kib": rss}
 
 
-def in_fresh_process(kind: str, **kwargs: Any) -> dict[str, Any]:
+def in_fresh_process(kind: str, tree: Path | None = None, **kwargs: Any) -> dict[str, Any]:
+    """One worker's figures, measured in a fresh process; toilbox imported from ``tree``
+    (another checkout) when given."""
     import tempfile
 
+    env = dict(os.environ)
+    if tree is not None:
+        env["PYTHONPATH"] = f"{tree}{os.pathsep}{tree / 'plugins'}"
     with tempfile.TemporaryDirectory(prefix="toilbox-bench-") as tmp:
         argv = [sys.executable, __file__, "--worker", kind, "--args",
                 json.dumps({**kwargs, "root": str(Path(tmp) / "w")} if kind != "apscheduler"
                            else kwargs)]
-        done = subprocess.run(argv, capture_output=True, text=True, check=False, cwd="/")
+        done = subprocess.run(argv, capture_output=True, text=True, check=False, cwd="/",
+                              env=env)
         if done.returncode:
             raise SystemExit(f"{kind} worker failed:\n{done.stderr[-4000:]}")
         result: dict[str, Any] = json.loads(done.stdout.splitlines()[-1])
@@ -271,50 +307,71 @@ def report(results: dict[str, list[dict[str, Any]]], args: argparse.Namespace,
            loads: tuple[float, float]) -> str:
     lag, burst = results["lag"], results["burst"]
     bare, forks = results["apscheduler"], results["fork"]
-    per = lambda r, k: 1000 * r[k] / max(1, r["runs"])  # noqa: E731 -- a table's shorthand
+    old_lag, old_burst = results["baseline lag"], results["baseline burst"]
+
+    def per(key: str) -> Any:
+        return lambda r: 1000 * r[key] / max(1, r["runs"])
+
+    def both(rounds: list[dict[str, Any]], olds: list[dict[str, Any]], key: Any,
+             fmt: str = "{:.2f} ms", bold: bool = False) -> str:
+        mark = "**" if bold else ""
+        cell = f"{mark}{fmt.format(med(rounds, key))}{mark}"
+        return f"{cell} | {fmt.format(med(olds, key))}" if olds else cell
+
+    def pct(rounds: list[dict[str, Any]], key: str, q: float) -> Any:
+        return lambda r: percentile(r[key], q)
+
+    before = " | before (baseline tree)" if old_lag else ""
+    tasks = min(args.fires, int(args.rate))
     kinds = sorted({k for r in lag for k in r["threads_s"]})
-    thread_rows = "".join(
-        f"| &nbsp;&nbsp;daemon: {kind} threads | {med(lag, lambda r, k=kind: 1000 * r['threads_s'].get(k, 0) / max(1, r['runs'])):.2f} ms | |\n"
-        for kind in kinds)
-    task_ms = med(lag, lambda r: r["child_cpu_ms"])
     lines = [
-        f"A no-op check through the whole daemon path, {args.fires} tasks fired at "
-        f"{args.rate:g}/s, each from a fresh process, medians of {args.rounds} rounds "
-        f"alternating toilbox and its baselines; CPU is user + system time from "
-        f"`/proc/PID/stat` (the zygote's reaped children are every attempt's reaper and "
-        f"plugin process). {os.cpu_count()} CPUs, Python {sys.version.split()[0]}; load "
-        f"average {loads[0]:.1f} at the start, {loads[1]:.1f} at the end.",
+        f"A no-op check through the whole daemon path: {args.fires} fires at {args.rate:g}/s "
+        f"({tasks} tasks, each every {tasks / args.rate:g} s, after one unmeasured run of "
+        f"each), max_concurrent {args.concurrent}; each measurement in a fresh process, "
+        f"medians of {args.rounds} rounds alternating toilbox and its baselines. CPU is user + "
+        f"system time from `/proc/PID/stat`; the zygote's reaped children are every "
+        f"attempt's reaper and plugin process. {os.cpu_count()} CPUs, Python "
+        f"{sys.version.split()[0]}; load average {loads[0]:.1f} at the start, "
+        f"{loads[1]:.1f} at the end (other work shares this machine: CPU times are less "
+        f"sensitive to it than wall times, but not immune).",
         "",
-        "| CPU per run | toilbox | baseline |",
-        "| --- | ---: | ---: |",
-        f"| whole run (daemon + zygote + attempt) | **{med(lag, cost_ms):.2f} ms** | "
-        f"bare APScheduler job {med(bare, lambda r: per(r, 'cpu_s')):.3f} ms |",
-        f"| daemon process | {med(lag, lambda r: per(r, 'daemon_s')):.2f} ms | |",
-        thread_rows.rstrip("\n"),
-        f"| zygote (forks the reaper) | {med(lag, lambda r: per(r, 'zygote_s')):.2f} ms | "
-        f"bare fork() + waitpid() {med(forks, lambda r: per(r, 'cpu_s')):.2f} ms "
-        f"({med(forks, lambda r: r['rss_kib']) / 1024:.0f} MiB RSS) |",
-        f"| attempt: reaper + plugin process | {med(lag, lambda r: per(r, 'attempts_s')):.2f} ms"
+        f"| CPU per run | toilbox{before} | bare baseline |",
+        f"| --- | ---: |{' ---: |' if old_lag else ''} ---: |",
+        f"| whole run (daemon + zygote + attempt) | {both(lag, old_lag, cost_ms, bold=True)} | "
+        f"APScheduler job {med(bare, per('cpu_s')):.3f} ms |",
+        f"| daemon process | {both(lag, old_lag, per('daemon_s'))} | |",
+        *[f"| &nbsp;&nbsp;its {kind} thread(s) | "
+          f"{both(lag, old_lag, lambda r, k=kind: 1000 * r['threads_s'].get(k, 0) / r['runs'])} |"
+          f" |" for kind in kinds],
+        f"| zygote (forks each attempt's reaper) | {both(lag, old_lag, per('zygote_s'))} | "
+        f"fork() + waitpid() {med(forks, per('cpu_s')):.2f} ms "
+        f"({med(forks, lambda r: r['rss_kib']) / 1024:.0f} MiB RSS, the daemon's image) |",
+        f"| attempt: reaper + plugin process | {both(lag, old_lag, per('attempts_s'))} | |",
+        f"| &nbsp;&nbsp;the plugin process's CPU when the task starts | "
+        f"{both(lag, old_lag, lambda r: r['child_cpu_ms'])} | |",
+        f"| log lines per run | {both(lag, old_lag, lambda r: r['log_lines'] / r['runs'], '{:.1f}')}"
         f" | |",
-        f"| &nbsp;&nbsp;of which the plugin process up to the task | {task_ms:.2f} ms | |",
         "",
-        f"| at {args.rate:g} fires/s | toilbox | bare APScheduler | goal |",
-        "| --- | ---: | ---: | ---: |",
-        f"| lag to dispatch p50 / p99 | {med(lag, lambda r: percentile(r['dispatch_ms'], 50)):.1f}"
-        f" / {med(lag, lambda r: percentile(r['dispatch_ms'], 99)):.1f} ms | "
-        f"{med(bare, lambda r: percentile(r['lag_ms'], 50)):.1f} / "
-        f"{med(bare, lambda r: percentile(r['lag_ms'], 99)):.1f} ms (to the job) | |",
-        f"| lag to child start p50 / p99 | {med(lag, lambda r: percentile(r['child_ms'], 50)):.1f}"
-        f" / **{med(lag, lambda r: percentile(r['child_ms'], 99)):.1f} ms** | | < 25 ms p99 |",
-        f"| fires missed (of {args.fires}), worst round | "
-        f"{max(r['fires'] - r['runs'] for r in lag)} | "
+        f"| at {args.rate:g} fires/s | toilbox{before} | bare APScheduler | goal |",
+        f"| --- | ---: |{' ---: |' if old_lag else ''} ---: | ---: |",
+        f"| lag to dispatch p50 | {both(lag, old_lag, pct(lag, 'dispatch_ms', 50), '{:.1f} ms')} "
+        f"| {med(bare, pct(bare, 'lag_ms', 50)):.1f} ms (to the job) | |",
+        f"| lag to dispatch p99 | {both(lag, old_lag, pct(lag, 'dispatch_ms', 99), '{:.1f} ms')} "
+        f"| {med(bare, pct(bare, 'lag_ms', 99)):.1f} ms (to the job) | |",
+        f"| lag to child start p50 | {both(lag, old_lag, pct(lag, 'child_ms', 50), '{:.1f} ms')}"
+        f" | | |",
+        f"| lag to child start p99 | "
+        f"{both(lag, old_lag, pct(lag, 'child_ms', 99), '{:.1f} ms', bold=True)} | | < 25 ms |",
+        f"| fires not run (of {args.fires}; skipped: the task's run still waiting) | "
+        f"{both(lag, old_lag, lambda r: r['fires'] - r['runs'], '{:.0f}')} | "
         f"{max(r['fires'] - r['runs'] for r in bare)} | 0 |",
-        f"| log lines per run | {med(lag, lambda r: r['log_lines'] / max(1, r['runs'])):.1f} | | |",
-        f"| {args.burst} due at once: runs/s, first fire to last finish | "
-        f"**{med(burst, lambda r: r['runs'] / r['span_s']):.0f}** | | >= 500 |",
-        f"| &nbsp;&nbsp;CPU per run in that burst | {med(burst, cost_ms):.2f} ms | | <= 2 ms |",
+        f"| {args.burst} tasks due at once: runs/s, first fire to last finish | "
+        f"{both(burst, old_burst, lambda r: r['runs'] / r['span_s'], '{:.0f}', bold=True)} | "
+        f"| >= 500 |",
+        f"| &nbsp;&nbsp;CPU per run in that burst | {both(burst, old_burst, cost_ms)} | | "
+        f"<= 2 ms |",
     ]
-    return "\n".join(line for line in lines if line is not None)
+    return "\n".join(lines)
 
 
 def write_docs(path: Path, section: str) -> None:
@@ -340,6 +397,8 @@ def main() -> None:
     parser.add_argument("--concurrent", type=int, default=8, help="the daemon's max_concurrent")
     parser.add_argument("--rounds", type=int, default=int(os.environ.get("BENCH_ROUNDS", "3")))
     parser.add_argument("--write-docs", type=Path, help="write the figures into this file")
+    parser.add_argument("--baseline", type=Path, help="another checkout (e.g. main's: git "
+                        "archive main toilbox plugins | tar -x -C DIR) measured beside this one")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--args", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -355,8 +414,9 @@ def main() -> None:
     start_load = os.getloadavg()[0]
     print(f"python {sys.version.split()[0]}, {os.cpu_count()} CPUs, {args.rounds} rounds, "
           f"load average {start_load:.1f} at the start", flush=True)
-    results: dict[str, list[dict[str, Any]]] = {"lag": [], "burst": [], "apscheduler": [],
-                                                "fork": []}
+    results: dict[str, list[dict[str, Any]]] = {
+        "lag": [], "burst": [], "apscheduler": [], "fork": [], "baseline lag": [],
+        "baseline burst": []}
     for round_no in range(args.rounds):
         results["apscheduler"].append(in_fresh_process("apscheduler", fires=args.fires,
                                                        rate=args.rate))
@@ -365,6 +425,12 @@ def main() -> None:
         results["fork"].append(in_fresh_process("fork", count=args.forks))
         results["burst"].append(in_fresh_process("toilbox", fires=args.burst, rate=0,
                                                  concurrent=args.concurrent))
+        if args.baseline:
+            results["baseline lag"].append(in_fresh_process(
+                "toilbox", args.baseline, fires=args.fires, rate=args.rate,
+                concurrent=args.concurrent))
+            results["baseline burst"].append(in_fresh_process(
+                "toilbox", args.baseline, fires=args.burst, rate=0, concurrent=args.concurrent))
         last = results["lag"][-1]
         print(f"  round {round_no + 1}: {cost_ms(last):.2f} ms CPU/run, child start p99 "
               f"{percentile(last['child_ms'], 99):.1f} ms, burst "
