@@ -24,7 +24,7 @@ import toilbox_checks
 from tests.certs import make_cert, server_context
 from tests.checks import context, metric
 from toilbox import Metric, Status
-from toilbox_checks import file_age, http_check, process, tcp, tls
+from toilbox_checks import file_age, http_check, process, tcp, tls, trust
 from toilbox_checks.http_check import BODY_LIMIT, Params
 
 
@@ -349,7 +349,7 @@ def test_the_system_trust_store_is_loaded_once_and_again_when_it_changes(
     monkeypatch.setenv("SSL_CERT_FILE", str(bundle))
     assert check(tmp_path, url=f"{url}/ok").status is Status.CRITICAL
     # Loaded once per process (the daemon's zygote loads it for all its checks) ...
-    assert http_check._system_trust() is http_check._system_trust()
+    assert trust.system_trust() is trust.system_trust()
     # ... and again once the trust store changes (a CA bundle update).
     bundle.write_bytes(other.cert_file.read_bytes() + server_cert.read_bytes())
     stat = bundle.stat()

@@ -9,7 +9,6 @@ import logging
 import re
 import ssl
 import time
-from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 from urllib.parse import urlsplit
 
@@ -27,6 +26,7 @@ from pydantic import (
 import toilbox
 from toilbox.units import ConfigPath, Duration, format_duration
 from toilbox_checks.levels import Regex, at_least, check_order, latency, level
+from toilbox_checks.trust import system_trust
 
 if TYPE_CHECKING:
     import httpx
@@ -195,33 +195,10 @@ def preload() -> None:
     of imports), the system's trust store (20 ms) and httpx's own lazy imports."""
     import httpx
 
-    httpx.Client(verify=_system_trust()).close()
+    httpx.Client(verify=system_trust()).close()
 
 
 run.preload = preload  # type: ignore[attr-defined]
-
-
-_trust: dict[tuple[tuple[str | None, int | None], ...], ssl.SSLContext] = {}
-
-
-def _system_trust() -> ssl.SSLContext:
-    """The system's trust store, loaded once per process (and by the daemon's zygote,
-    once for every check it forks), again only when its files change: the cache is
-    keyed on the trust store's paths and their modification times (a CA bundle update,
-    or c_rehash of a CA directory, changes them)."""
-    found = ssl.get_default_verify_paths()
-    key = tuple((path, _mtime_ns(path)) for path in (found.cafile, found.capath))
-    if key not in _trust:
-        _trust.clear()
-        _trust[key] = ssl.create_default_context()
-    return _trust[key]
-
-
-def _mtime_ns(path: str | None) -> int | None:
-    try:
-        return Path(path).stat().st_mtime_ns if path else None
-    except OSError:
-        return None
 
 
 def _tls_context(params: Params) -> ssl.SSLContext | bool:
@@ -233,7 +210,7 @@ def _tls_context(params: Params) -> ssl.SSLContext | bool:
         return False
     try:
         if params.ca_file is None:
-            return _system_trust()
+            return system_trust()
         return ssl.create_default_context(cafile=params.ca_file)
     except (OSError, ssl.SSLError) as exc:
         reason = getattr(exc, "strerror", None) or str(exc)
