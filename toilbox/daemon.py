@@ -62,7 +62,7 @@ class _Dispatch(BaseExecutor):  # type: ignore[misc]
         raise NotImplementedError  # submit_job does it all
 
 
-def _preload(app: App) -> Callable[[], None]:
+def preloads(app: App) -> list[Callable[[], None]]:
     """The configured task types' ``preload`` functions, to run once in the zygote.
 
     A task function may carry one (``fn.preload``): it loads what every run of its type
@@ -70,10 +70,12 @@ def _preload(app: App) -> Callable[[], None]:
     store, about 0.1 s of CPU a run).
     """
     loaders = [getattr(t.type.fn, "preload", None) for t in app.tasks.values() if t.enabled]
-    chosen = [f for f in dict.fromkeys(loaders) if callable(f)]
+    return [f for f in dict.fromkeys(loaders) if callable(f)]
 
+
+def _run_all(loaders: list[Callable[[], None]]) -> Callable[[], None]:
     def preload() -> None:
-        for loader in chosen:
+        for loader in loaders:
             loader()
 
     return preload
@@ -121,7 +123,7 @@ class Daemon(TakingOver):
         gc.collect()
         gc.freeze()
         # First, while this process has a single thread (a database pool starts threads).
-        self.zygote = Zygote.start(_preload(self.app))
+        self.zygote = Zygote.start(_run_all(preloads(self.app)))
         try:
             store = self.app.store()  # opening it marks runs left by a dead process abandoned
             lease = self.app.config.fleet.lease
