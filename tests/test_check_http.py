@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import socket
 import subprocess
@@ -23,7 +24,7 @@ import toilbox_checks
 from tests.certs import make_cert, server_context
 from tests.checks import context, metric
 from toilbox import Metric, Status
-from toilbox_checks import file_age, http_check, process, tcp, tls
+from toilbox_checks import file_age, http_check, process, tcp, tls, trust
 from toilbox_checks.http_check import BODY_LIMIT, Params
 
 
@@ -336,6 +337,24 @@ def test_tls_verified_against_a_ca_file(tmp_path: Path, https: tuple[str, Path])
     url, ca_file = https
     result = check(tmp_path, url=f"{url}/ok", ca_file=str(ca_file))
     assert result.status is Status.OK, result.summary
+
+
+def test_the_system_trust_store_is_loaded_once_and_again_when_it_changes(
+    tmp_path: Path, https: tuple[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url, server_cert = https
+    bundle = tmp_path / "system-bundle.pem"
+    other = make_cert(tmp_path, stem="other", common_name="another CA")
+    bundle.write_bytes(other.cert_file.read_bytes())
+    monkeypatch.setenv("SSL_CERT_FILE", str(bundle))
+    assert check(tmp_path, url=f"{url}/ok").status is Status.CRITICAL
+    # Loaded once per process (the daemon's zygote loads it for all its checks) ...
+    assert trust.system_trust() is trust.system_trust()
+    # ... and again once the trust store changes (a CA bundle update).
+    bundle.write_bytes(other.cert_file.read_bytes() + server_cert.read_bytes())
+    stat = bundle.stat()
+    os.utime(bundle, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000_000))
+    assert check(tmp_path, url=f"{url}/ok").status is Status.OK
 
 
 def test_tls_verification_can_be_turned_off(tmp_path: Path, https: tuple[str, Path]) -> None:

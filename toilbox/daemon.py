@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import gc
 import os
 import select
 import signal
@@ -61,6 +62,25 @@ class _Dispatch(BaseExecutor):  # type: ignore[misc]
         raise NotImplementedError  # submit_job does it all
 
 
+def preloads(app: App) -> list[Callable[[], None]]:
+    """The configured task types' ``preload`` functions, to run once in the zygote.
+
+    A task function may carry one (``fn.preload``): it loads what every run of its type
+    would otherwise load again in its own process (check.http: httpx and the trust
+    store, about 0.1 s of CPU a run).
+    """
+    loaders = [getattr(t.type.fn, "preload", None) for t in app.tasks.values() if t.enabled]
+    return [f for f in dict.fromkeys(loaders) if callable(f)]
+
+
+def _run_all(loaders: list[Callable[[], None]]) -> Callable[[], None]:
+    def preload() -> None:
+        for loader in loaders:
+            loader()
+
+    return preload
+
+
 def _never_called() -> None:  # pragma: no cover - the executor never calls job functions
     raise AssertionError("toilbox jobs are dispatched by the executor")
 
@@ -94,8 +114,16 @@ class Daemon(TakingOver):
 
     def start(self) -> None:
         """Lock the state dir, close abandoned runs, catch up, then schedule everything."""
+        # What start-up built (config, plugins, imports) lives as long as the daemon: the
+        # collector need not walk it again on every full collection, whose work grows
+        # with the number of tasks (at 1,000 tasks, perf: 8% of the daemon's CPU went to
+        # the collector, 4% with this).  The zygote inherits it frozen.  The price: a
+        # frozen object is never collected, so what of a config replaced by a reload is
+        # held in a reference cycle stays.
+        gc.collect()
+        gc.freeze()
         # First, while this process has a single thread (a database pool starts threads).
-        self.zygote = Zygote.start()
+        self.zygote = Zygote.start(_run_all(preloads(self.app)))
         try:
             store = self.app.store()  # opening it marks runs left by a dead process abandoned
             lease = self.app.config.fleet.lease

@@ -49,6 +49,8 @@ import select
 import signal
 import socket
 import threading
+from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import structlog
@@ -77,8 +79,13 @@ class Zygote:
         self._lock = threading.Lock()
 
     @classmethod
-    def start(cls) -> Zygote:
-        """Fork the zygote, and its spare. Call while this process has one thread."""
+    def start(cls, preload: Callable[[], None] | None = None) -> Zygote:
+        """Fork the zygote, and its spare. Call while this process has one thread.
+
+        ``preload`` runs in the zygote before it serves: what it loads (the libraries
+        the configured task types import when they run) every attempt then inherits
+        instead of loading it again.  If it fails, the attempts load it themselves.
+        """
         if threading.active_count() != 1:
             raise ZygoteError("the zygote must be started before any thread")
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
@@ -87,12 +94,15 @@ class Zygote:
         pid = os.fork()
         if pid == 0:  # pragma: no cover - the zygote; tested through the attempts it starts
             ours.close()
-            _become_zygote(parent)
+            _become_zygote(parent, preload)
             _serve(theirs)
         theirs.close()
         zygote = cls(_Server(pid, ours, os.pidfd_open(pid), our_child=True))
         log.info("zygote.started", pid=pid)
         zygote.revive()
+        if zygote._spare is None and _readable(zygote._active.pidfd, 0.5):
+            zygote.stop()
+            raise ZygoteError(f"the zygote (pid {pid}) exited as it started; see its log")
         return zygote
 
     @property
@@ -234,7 +244,9 @@ def _readable(fd: int, timeout: float) -> bool:
     return bool(poller.poll(timeout * 1000))
 
 
-def _become_zygote(daemon_pid: int) -> None:  # pragma: no cover - the zygote
+def _become_zygote(  # pragma: no cover - the zygote
+    daemon_pid: int, preload: Callable[[], None] | None
+) -> None:
     """Set up the first zygote; its clones inherit all of this but the death signal."""
     try:
         # A killed daemon takes the zygote with it (clones see their socket close), and
@@ -246,6 +258,18 @@ def _become_zygote(daemon_pid: int) -> None:  # pragma: no cover - the zygote
         if child.prctl(child.PR_SET_PDEATHSIG, signal.SIGKILL) and os.getppid() != daemon_pid:
             os._exit(0)
         locks.close_inherited()
+    except BaseException:
+        os._exit(1)
+    if preload is not None:
+        try:
+            preload()
+        except BaseException as exc:  # an optimisation only: each attempt loads its own
+            log.warning("zygote.preload_failed", error=f"{type(exc).__name__}: {exc}")
+        if threading.active_count() != 1 or len(list(Path("/proc/self/task").iterdir())) != 1:
+            # A thread here would make every fork unsafe (see above): refuse to serve.
+            log.error("zygote.preload_started_a_thread", fix="a preload must not start threads")
+            os._exit(1)
+    try:
         # Everything the zygote holds now is shared with every child: keep the collector
         # from walking it (and copying every page it touches) in each of them.
         gc.freeze()
