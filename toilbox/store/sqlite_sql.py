@@ -5,7 +5,7 @@ Timestamps are UTC ISO strings of one format, so comparing strings compares inst
 
 from __future__ import annotations
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 
 _RUNS = """
 CREATE TABLE IF NOT EXISTS runs (
@@ -48,6 +48,16 @@ _PAGE_INDEXES_5 = """
 CREATE INDEX IF NOT EXISTS runs_task_status_started ON runs (task, status, started_at);
 CREATE INDEX IF NOT EXISTS runs_notable ON runs (started_at)
     WHERE status IN ('missed', 'skipped', 'unknown');
+"""
+
+# Schema 6: what the aggregate reads of a window (sqlite_history) need.  A task's runs in a
+# window with every column those reads count or rank, so they never read the table; and
+# the few runs a remediation or a verify is (a report's fix chains).
+_HISTORY_INDEXES_6 = """
+CREATE INDEX IF NOT EXISTS runs_task_window
+    ON runs (task, started_at, status, duration_s, finished_at, host, trigger);
+CREATE INDEX IF NOT EXISTS runs_followups ON runs (started_at)
+    WHERE trigger IN ('remediation', 'verify') AND parent_run_id IS NOT NULL;
 """
 
 _SLOTS_V3 = """
@@ -186,6 +196,7 @@ SCHEMA = (
     _RUNS
     + _INDEXES_5
     + _PAGE_INDEXES_5
+    + _HISTORY_INDEXES_6
     + _SLOTS_5
     + _AUTOMATION_5
     + _FLEET_5
@@ -239,6 +250,8 @@ UPDATE remediations SET host = :here;
 {_PAGE_INDEXES_5}
 """  # noqa: S608 -- our own constants, no input
 
+MIGRATE_6 = _HISTORY_INDEXES_6
+
 NOTIFICATIONS_SENT_TO = "SELECT id, sent_to FROM notifications"
 SET_NOTIFICATION_SENT_TO = "UPDATE notifications SET sent_to = ? WHERE id = ?"
 SENDS = "SELECT rowid, destination FROM notify_sends"
@@ -266,15 +279,27 @@ WHERE run_id = :run_id AND status = 'running'
 
 GET_RUN = "SELECT * FROM runs WHERE run_id = ?"
 
-HISTORY = """
-SELECT * FROM runs
-WHERE (:task IS NULL OR task = :task) AND (:host IS NULL OR host = :host)
+# A task's history walks its index from the newest run; all tasks' walk runs_started.
+# (One statement with ":task IS NULL OR" would walk runs_started for a task too, reading
+# every newer run of the other tasks.)
+HISTORY_OF = """
+SELECT * FROM runs INDEXED BY runs_task_started
+WHERE task = :task AND (:host IS NULL OR host = :host)
 ORDER BY started_at DESC, rowid DESC
 LIMIT :limit
 """
 
-LAST_RUN = """
+HISTORY_ALL = """
 SELECT * FROM runs
+WHERE :host IS NULL OR host = :host
+ORDER BY started_at DESC, rowid DESC
+LIMIT :limit
+"""
+
+# INDEXED BY: on status NOT IN, SQLite may pick runs_task_status_started, and then
+# sort all of the task's runs to find the newest.
+LAST_RUN = """
+SELECT * FROM runs INDEXED BY runs_task_started
 WHERE task = :task AND status NOT IN ('skipped', 'missed')
   AND (:host IS NULL OR host = :host)
 ORDER BY started_at DESC, rowid DESC
