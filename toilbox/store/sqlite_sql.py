@@ -315,7 +315,9 @@ LIMIT 1
 
 CHILDREN = "SELECT * FROM runs WHERE parent_run_id = ? ORDER BY started_at, rowid"
 
-RUNNING_ON = "SELECT * FROM runs WHERE status = 'running' AND host = ?"
+# The partial index of running runs, never the host's index: every command that opens
+# the store asks this (recover_abandoned), and a host's index holds all of its history.
+RUNNING_ON = "SELECT * FROM runs INDEXED BY runs_running WHERE status = 'running' AND host = ?"
 
 # A slot's runs: the task's index from a day before the slot (no run starts earlier).
 SLOT_RUNS = """

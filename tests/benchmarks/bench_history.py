@@ -1,0 +1,204 @@
+"""Reading history on a big store: `toilbox list`, `history`, `explain` and `report`
+at 1,000 / 10,000 / 100,000 / 1,000,000 runs, on SQLite and on PostgreSQL (issue 14,
+goals 1 and 5).
+
+    .venv/bin/python tests/benchmarks/bench_history.py [--sizes 1000,10000,100000,1000000]
+        [--backends sqlite,postgresql] [--pg-url postgresql://postgres@127.0.0.1/postgres]
+        [--runs 5] [--write-docs docs/performance.md]
+
+Each store holds 100 tasks over a month (history_store.py: checks with outages, fixes
+and verifies, cleanups, skipped and missed slots), filled through the store's own
+``record_many``.  Stores are kept under /tmp/toilbox-bench-history (SQLite) and in a
+schema per size (PostgreSQL), so a second run measures at once.  Every command is a
+whole `toilbox` process; the figures are medians of --runs rounds, every command of
+every store in each round, so they share the machine's load.
+
+Goals: with 1,000,000 runs, list, history, explain and report --window 1d at most 1.2x
+their time on 1,000 runs; report --window 7d under 1 s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+import history_store
+from bench_run_startup import NOOP_PLUGIN as NOOP
+
+ROOT = Path("/tmp/toilbox-bench-history")
+BEGIN, END = "<!-- bench_history:begin -->", "<!-- bench_history:end -->"
+COMMANDS = {
+    "list": ["list"],
+    "history TASK --limit 20": ["history", "t7", "--limit", "20"],
+    "explain TASK": ["explain", "t7"],
+    "report --window 1d": ["report", "--window", "1d"],
+    "report --window 7d": ["report", "--window", "7d"],
+}
+FLAT = 1.2  # goal 1: at 1,000,000 runs at most this times the 1,000-run figure
+SEVEN_DAYS_S = 1.0
+
+
+def store_dir(backend: str, size: int) -> Path:
+    return ROOT / f"{backend}-{size}"
+
+
+def build(backend: str, size: int, pg_url: str) -> Path:
+    """The config of a store of ``size`` runs, filled on first use (a marker says so)."""
+    root = store_dir(backend, size)
+    (root / "plugins.d").mkdir(parents=True, exist_ok=True)
+    (root / "plugins.d" / "noop.py").write_text(NOOP)
+    store_line = ""
+    if backend == "postgresql":
+        schema = f"bench_history_{size}"
+        url = f"{pg_url}?options=-csearch_path%3D{schema}"
+        store_line = f"store: {{url: '{url}'}}\n"
+    tasks = "".join(f"  t{n}: {{uses: check.noop, schedule: every 1h}}\n"
+                    for n in range(history_store.TASKS))
+    config = root / "toilbox.yaml"
+    config.write_text(f"state_dir: {root / 'state'}\nplugin_dirs: [{root / 'plugins.d'}]\n"
+                      f"host_id: {history_store.HOST}\n{store_line}tasks:\n{tasks}")
+    marker = root / "filled"
+    if marker.exists():
+        return config
+    began = time.perf_counter()
+    if backend == "sqlite":
+        import shutil
+
+        from toilbox.store.sqlite import SqliteStore
+
+        shutil.rmtree(root / "state", ignore_errors=True)
+        store = SqliteStore.open(root / "state")
+    else:
+        import psycopg
+
+        from toilbox.store.postgres import PostgresStore
+
+        with psycopg.connect(pg_url, autocommit=True) as conn:
+            conn.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
+            conn.execute(f"CREATE SCHEMA {schema}")
+        store = PostgresStore.open(url)  # type: ignore[assignment]
+    try:
+        total = history_store.fill(store, size)
+    finally:
+        store.close()
+    if backend == "postgresql":
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute("VACUUM ANALYZE runs")
+    marker.write_text(str(total))
+    print(f"  filled {backend} store of {total:,} runs in {time.perf_counter() - began:.0f} s",
+          flush=True)
+    return config
+
+
+def once(config: Path, argv: list[str]) -> float:
+    env = {**os.environ, "TOILBOX_HOST_ID": history_store.HOST}
+    began = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "toilbox", "-c", str(config), *argv], check=True,
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+    return time.perf_counter() - began
+
+
+def measure(configs: dict[tuple[str, int], Path], rounds: int) -> dict[tuple[str, int, str], float]:
+    samples: dict[tuple[str, int, str], list[float]] = {}
+    for _ in range(rounds):
+        for (backend, size), config in configs.items():
+            for label, argv in COMMANDS.items():
+                samples.setdefault((backend, size, label), []).append(once(config, argv))
+    return {key: statistics.median(values) for key, values in samples.items()}
+
+
+def growth(sizes: list[int], times: list[float]) -> str:
+    """Flat, linear or better, or worse, from the marginal cost of a further run: it must
+    not rise from one size to the next (10 ms of noise allowed per step)."""
+    if times[-1] <= FLAT * times[0]:
+        return "flat"
+    slopes = [(times[i + 1] - times[i] + 0.01) / (sizes[i + 1] - sizes[i])
+              for i in range(len(sizes) - 1)]
+    rising = any(slopes[i + 1] > 1.2 * slopes[i] for i in range(len(slopes) - 1))
+    return "worse than linear" if rising else "linear or better"
+
+
+def table(results: dict[tuple[str, int, str], float], backends: list[str],
+          sizes: list[int], load: tuple[float, float]) -> str:
+    lines = [
+        "Reading history: whole-process wall time of `toilbox COMMAND`, medians; 100 tasks "
+        "over a month (tests/benchmarks/bench_history.py). Goals: at 1,000,000 runs at most "
+        f"{FLAT}x the 1,000-run time, and `report --window 7d` under {SEVEN_DAYS_S:.0f} s. "
+        f"Load average {load[0]:.1f} at the start, {load[1]:.1f} at the end.",
+        "",
+        "| backend | command | " + " | ".join(f"{s:,} runs" for s in sizes)
+        + f" | {sizes[-1]:,} / {sizes[0]:,} | growth |",
+        "| --- | --- | " + " | ".join("---:" for _ in sizes) + " | ---: | --- |",
+    ]
+    sentences = []
+    for backend in backends:
+        verdicts = {}
+        for label in COMMANDS:
+            times = [results[(backend, s, label)] for s in sizes]
+            verdicts[label] = growth(sizes, times)
+            cells = " | ".join(f"{t * 1000:,.0f} ms" for t in times)
+            lines.append(f"| {backend} | `{label}` | {cells} | {times[-1] / times[0]:.2f}x"
+                         f" | {verdicts[label]} |")
+        worse = [label for label, v in verdicts.items() if v == "worse than linear"]
+        flat = [label for label, v in verdicts.items() if v == "flat"]
+        sentences.append(
+            f"On {backend}, every curve is linear or better"
+            if not worse else f"On {backend}, {', '.join(worse)} grow worse than linear"
+        )
+        sentences[-1] += (f" ({', '.join(flat)} flat: within {FLAT}x from {sizes[0]:,} to"
+                          f" {sizes[-1]:,} runs)." if flat else ".")
+    return "\n".join([*lines, "", " ".join(sentences)])
+
+
+def write_docs(path: Path, section: str) -> None:
+    text = path.read_text() if path.exists() else (
+        "# Performance\n\nHow toilbox's costs grow, as measured by the scripts in "
+        "`tests/benchmarks/` (each writes its own section between its markers).\n")
+    block = f"{BEGIN}\n{section}\n{END}"
+    if BEGIN in text and END in text:
+        text = re.sub(re.escape(BEGIN) + ".*?" + re.escape(END), lambda _: block, text,
+                      flags=re.S)
+    else:
+        text = text.rstrip("\n") + "\n\n## Reading history\n\n" + block + "\n"
+    path.write_text(text)
+    print(f"wrote the history rows to {path}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", default="1000,10000,100000,1000000")
+    parser.add_argument("--backends", default="sqlite,postgresql")
+    parser.add_argument("--pg-url", default="postgresql://postgres@127.0.0.1:5432/postgres")
+    parser.add_argument("--runs", type=int, default=int(os.environ.get("BENCH_RUNS", "5")))
+    parser.add_argument("--write-docs", type=Path)
+    args = parser.parse_args()
+    os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
+    sizes = [int(s) for s in args.sizes.split(",")]
+    backends = args.backends.split(",")
+    configs = {(b, s): build(b, s, args.pg_url) for b in backends for s in sizes}
+    load = os.getloadavg()[0]
+    print(f"python {sys.version.split()[0]}, {os.cpu_count()} CPUs, {args.runs} rounds, "
+          f"load average {load:.1f} at the start", flush=True)
+    for config in configs.values():  # one warm-up each: page cache, bytecode
+        for argv in COMMANDS.values():
+            once(config, argv)
+    results = measure(configs, args.runs)
+    section = table(results, backends, sizes, (load, os.getloadavg()[0]))
+    print("\n" + section)
+    for backend in backends:
+        seven = results[(backend, sizes[-1], "report --window 7d")]
+        print(f"{backend}: report --window 7d at {sizes[-1]:,} runs: {seven:.2f} s"
+              f" ({'met' if seven < SEVEN_DAYS_S else 'missed'}: goal < {SEVEN_DAYS_S:.0f} s)")
+    if args.write_docs:
+        write_docs(args.write_docs, section)
+
+
+if __name__ == "__main__":
+    main()
