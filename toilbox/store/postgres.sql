@@ -118,6 +118,15 @@ CREATE TABLE settings (
 CREATE TABLE budgets (name text PRIMARY KEY);
 INSERT INTO budgets (name) VALUES ('remediation');
 
+-- name: schema_2
+-- What the aggregate reads of a window need (postgres_history.sql): a task's runs in a
+-- window with the columns they count or rank, so they are read from the index alone
+-- (once vacuum has marked the pages all-visible); and the few remediation and verify runs.
+CREATE INDEX IF NOT EXISTS runs_task_window ON runs (task, started_at)
+    INCLUDE (status, duration_s, finished_at, host, trigger);
+CREATE INDEX IF NOT EXISTS runs_followups ON runs (started_at)
+    WHERE trigger IN ('remediation', 'verify') AND parent_run_id IS NOT NULL;
+
 -- name: insert_run
 INSERT INTO runs (run_id, task, task_type, status, trigger, started_at, finished_at,
                   scheduled_for, parent_run_id, attempts, duration_s, summary, metrics, data,

@@ -104,14 +104,15 @@ ORDER BY task, at, started_at, seq
 """  # noqa: S608 -- our own constants
 
 # Every finished run of a task with at most :most of them; else the worst of each slice.
+# Slices are counted in whole milliseconds: a run at a slice's start is in that slice.
 POINTS = f"""
 SELECT task, started_at, status, duration_s, trigger FROM (
     SELECT task, started_at, status, duration_s, trigger, rowid AS seq,
            COUNT(*) OVER (PARTITION BY task) AS n,
            ROW_NUMBER() OVER (
                PARTITION BY task,
-                   CAST((julianday(started_at) - julianday(:since)) * :most / :span_days
-                        AS INTEGER)
+                   CAST(ROUND((julianday(started_at) - julianday(:since)) * 86400000)
+                        AS INTEGER) * :most / :span_ms
                ORDER BY CASE status WHEN 'critical' THEN 3 WHEN 'warning' THEN 2
                                     WHEN 'unknown' THEN 1 ELSE 0 END DESC,
                         duration_s DESC, started_at) AS worst
@@ -240,7 +241,7 @@ class SqliteHistory:
 
         span = datetime.fromisoformat(until) - datetime.fromisoformat(since)
         args = self._args(since, until, tasks, host) | {
-            "most": most, "span_days": span.total_seconds() / 86400 or 1.0}
+            "most": most, "span_ms": max(1, round(span.total_seconds() * 1000))}
         out: dict[str, list[Point]] = {}
         for row in self._query(POINTS, args):
             out.setdefault(row[0], []).append(Point(*tuple(row)[1:]))
