@@ -513,7 +513,7 @@ def test_twenty_hosts_asking_at_once_with_five_percent_fix_exactly_one(backend):
 # -- SQLite: every older schema migrates --------------------------------------------------------
 
 
-@pytest.mark.parametrize("version", [1, 2, 3, 4])
+@pytest.mark.parametrize("version", [1, 2, 3, 4, 5])
 def test_every_older_sqlite_schema_is_migrated(tmp_path, version):
     state = tmp_path / "state"
     state.mkdir()
@@ -521,6 +521,42 @@ def test_every_older_sqlite_schema_is_migrated(tmp_path, version):
     db.executescript((DATA / f"v{version}.sql").read_text())
     columns = "run_id, task, task_type, status, trigger, started_at, finished_at, scheduled_for,"
     columns += " attempts, hostname, pid"
+    if version == 5:  # hosts and UTC slots already: what schema 6 adds is indexes
+        db.execute(
+            f"INSERT INTO runs ({columns}, host) VALUES ('old', 't', 'check.x', 'ok',"  # noqa: S608
+            " 'schedule', '2026-01-01T00:00:00.000000+00:00', '2026-01-01T00:00:01.000000+00:00',"
+            " '2026-01-01T00:00:00.000000+00:00', 1, 'oldhost', 1, 'oldhost')"
+        )
+        db.commit()
+        db.close()
+    else:
+        _fill_old_schema(db, version, columns)
+    store = SqliteStore.open(state)
+    try:
+        old = store.get("old")
+        assert old.status == "ok" and old.details == "" and old.host == "oldhost"
+        assert old.scope == "host"
+        assert old.scheduled_for == "2026-01-01T00:00:00.000000+00:00", "now a UTC instant"
+        import socket
+
+        here = socket.gethostname()
+        if 3 <= version < 5:
+            assert store.last_slot("t", here) == ("2026-01-01T00:00:00.000000+00:00", "s")
+            assert not store.claim_slot("t", "2026-01-01T00:00:00.000000+00:00", "s", "z", here)
+        if 4 <= version < 5:
+            assert store.check_state("t", here) == {"status": "ok"}
+            assert store.notifications_for(["old"])[0]["sent_to"] == ["slack://T0"]
+        raw = sqlite3.connect(state / "toilbox.db")
+        assert "SECRET" not in str(raw.execute("SELECT * FROM notify_sends").fetchall())
+        assert _indexes(raw) == _indexes_of_a_new_store(tmp_path), "the same indexes as new"
+        raw.close()
+        store.record(finished(run("new")))
+        assert [r.run_id for r in store.history()] == ["new", "old"]
+    finally:
+        store.close()
+
+
+def _fill_old_schema(db: sqlite3.Connection, version: int, columns: str) -> None:
     db.execute(
         f"INSERT INTO runs ({columns}) VALUES ('old', 't', 'check.x', 'ok', 'schedule',"  # noqa: S608
         " '2026-01-01T00:00:00.000000+00:00', '2026-01-01T00:00:01.000000+00:00',"
@@ -538,28 +574,21 @@ def test_every_older_sqlite_schema_is_migrated(tmp_path, version):
         db.execute("INSERT INTO notify_sends VALUES ('slack://T0/B0/SECRET', 'x')")
     db.commit()
     db.close()
-    store = SqliteStore.open(state)
-    try:
-        old = store.get("old")
-        assert old.status == "ok" and old.details == "" and old.host == "oldhost"
-        assert old.scope == "host"
-        assert old.scheduled_for == "2026-01-01T00:00:00.000000+00:00", "now a UTC instant"
-        import socket
 
-        here = socket.gethostname()
-        if version >= 3:
-            assert store.last_slot("t", here) == ("2026-01-01T00:00:00.000000+00:00", "s")
-            assert not store.claim_slot("t", "2026-01-01T00:00:00.000000+00:00", "s", "z", here)
-        if version >= 4:
-            assert store.check_state("t", here) == {"status": "ok"}
-            assert store.notifications_for(["old"])[0]["sent_to"] == ["slack://T0"]
-        raw = sqlite3.connect(state / "toilbox.db")
-        assert "SECRET" not in str(raw.execute("SELECT * FROM notify_sends").fetchall())
-        raw.close()
-        store.record(finished(run("new")))
-        assert [r.run_id for r in store.history()] == ["new", "old"]
+
+def _indexes(db: sqlite3.Connection) -> dict[str, str]:
+    rows = db.execute("SELECT name, sql FROM sqlite_master WHERE type = 'index' AND sql"
+                      " IS NOT NULL AND tbl_name = 'runs'").fetchall()
+    return {name: " ".join(sql.replace("IF NOT EXISTS ", "").split()) for name, sql in rows}
+
+
+def _indexes_of_a_new_store(tmp_path: Path) -> dict[str, str]:
+    SqliteStore.open(tmp_path / "new").close()
+    db = sqlite3.connect(tmp_path / "new" / "toilbox.db")
+    try:
+        return _indexes(db)
     finally:
-        store.close()
+        db.close()
 
 
 def test_a_truncated_sqlite_store_is_reported_not_replaced(tmp_path):

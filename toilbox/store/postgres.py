@@ -230,7 +230,8 @@ class PostgresStore(PostgresHistory):
     def history(
         self, task: str | None = None, limit: int = 20, host: str | None = None
     ) -> list[RunRecord]:
-        rows = self._all("history", {"task": task, "host": host, "limit": limit})
+        rows = self._all("history_all" if task is None else "history",
+                         {"task": task, "host": host, "limit": limit})
         return [_from_row(row) for row in rows]
 
     def last_runs(self, tasks: list[str], host: str | None = None) -> dict[str, RunRecord]:

@@ -165,8 +165,17 @@ WHERE runs.status = 'running' OR runs.error ->> 'type' = 'abandoned';
 SELECT * FROM runs WHERE run_id = %(run_id)s;
 
 -- name: history
+-- A task's history from its own index (with "task IS NULL OR" in one statement the
+-- planner walks runs_started, reading every newer run of the other tasks); all tasks'
+-- from runs_started.
 SELECT * FROM runs
-WHERE (%(task)s::text IS NULL OR task = %(task)s) AND (%(host)s::text IS NULL OR host = %(host)s)
+WHERE task = %(task)s AND (%(host)s::text IS NULL OR host = %(host)s)
+ORDER BY task DESC, started_at DESC, run_id DESC
+LIMIT %(limit)s;
+
+-- name: history_all
+SELECT * FROM runs
+WHERE %(host)s::text IS NULL OR host = %(host)s
 ORDER BY started_at DESC, run_id DESC
 LIMIT %(limit)s;
 

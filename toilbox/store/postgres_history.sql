@@ -32,7 +32,9 @@ GROUP BY task;
 
 -- name: window_edges
 -- Each task's last finished run before the window (any host), newest finished run in
--- it, and newest run of any kind in it (its type): three index probes a task.
+-- it, and newest run of any kind in it (its type): three index probes a task.  Each is
+-- ordered by (task, started_at), the task index's order, so that the planner walks that
+-- index rather than runs_started (which, for a task with no such run, reads it all).
 SELECT t.task,
        b.status AS before_status, b.summary AS before_summary,
        b.started_at AS before_started_at, b.task_type AS before_type, b.host AS before_host,
@@ -43,20 +45,20 @@ LEFT JOIN LATERAL (
     SELECT status, summary, started_at, task_type, host FROM runs
     WHERE task = t.task AND started_at < %(since)s
       AND status NOT IN ('running', 'skipped', 'missed')
-    ORDER BY started_at DESC LIMIT 1
+    ORDER BY task DESC, started_at DESC LIMIT 1
 ) b ON true
 LEFT JOIN LATERAL (
     SELECT status, summary, started_at FROM runs
     WHERE task = t.task AND started_at >= %(since)s AND started_at < %(until)s
       AND (%(host)s::text IS NULL OR host = %(host)s)
       AND status NOT IN ('running', 'skipped', 'missed')
-    ORDER BY started_at DESC, run_id DESC LIMIT 1
+    ORDER BY task DESC, started_at DESC LIMIT 1
 ) l ON true
 LEFT JOIN LATERAL (
     SELECT task_type FROM runs
     WHERE task = t.task AND started_at >= %(since)s AND started_at < %(until)s
       AND (%(host)s::text IS NULL OR host = %(host)s)
-    ORDER BY started_at DESC, run_id DESC LIMIT 1
+    ORDER BY task DESC, started_at DESC LIMIT 1
 ) n ON true;
 
 -- name: window_failures
@@ -122,7 +124,8 @@ GROUP BY task, day
 ORDER BY task, day;
 
 -- name: window_followups
--- Remediation and verify runs (a partial index holds only them), and their parents.
+-- Remediation and verify runs (a partial index holds only them), and their parents: a
+-- UNION, as one WHERE with OR would read the whole table.
 WITH f AS (
     SELECT run_id, parent_run_id FROM runs
     WHERE trigger IN ('remediation', 'verify') AND parent_run_id IS NOT NULL
@@ -134,8 +137,12 @@ SELECT run_id, task, task_type, status, trigger, started_at, finished_at, schedu
        parent_run_id, attempts, duration_s, summary, error, dry_run, hostname, pid, host, scope
 FROM runs
 WHERE run_id IN (SELECT run_id FROM f)
-   OR (run_id IN (SELECT parent_run_id FROM f)
-       AND started_at >= %(since)s AND started_at < %(until)s
-       AND (%(host)s::text IS NULL OR host = %(host)s)
-       AND (%(tasks)s::text[] IS NULL OR task = ANY(%(tasks)s)))
+UNION
+SELECT run_id, task, task_type, status, trigger, started_at, finished_at, scheduled_for,
+       parent_run_id, attempts, duration_s, summary, error, dry_run, hostname, pid, host, scope
+FROM runs
+WHERE run_id IN (SELECT parent_run_id FROM f)
+  AND started_at >= %(since)s AND started_at < %(until)s
+  AND (%(host)s::text IS NULL OR host = %(host)s)
+  AND (%(tasks)s::text[] IS NULL OR task = ANY(%(tasks)s))
 ORDER BY started_at, run_id;
