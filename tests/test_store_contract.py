@@ -682,11 +682,14 @@ def test_window_freed_sums_each_day(store):
         ({}, {"deleted": {"files": 2, "bytes": 20}}),
     ]):
         store.record(finished(run(f"f{n}", task="clean", started_at=utc_iso(day + timedelta(
-            hours=1 + n))), metrics=metrics, data=data))
+            hours=1 + n)), task_type="cleanup.x"), metrics=metrics, data=data))
     store.record(finished(run("next", task="clean", started_at=utc_iso(day + timedelta(
-        days=1))), metrics={}, data={"deleted": {"files": 1, "bytes": 5}}))
+        days=1)), task_type="cleanup.x"), metrics={}, data={"deleted": {"files": 1, "bytes": 5}}))
     store.record(finished(run("dry", task="clean", started_at=utc_iso(day + timedelta(
-        hours=3))), data={"deleted": {"files": 9, "bytes": 9}}, dry_run=True))
+        hours=3)), task_type="cleanup.x"), data={"deleted": {"files": 9, "bytes": 9}},
+        dry_run=True))
+    store.record(finished(run("not-a-cleanup", task="clean", started_at=utc_iso(
+        day + timedelta(hours=4))), data={"deleted": {"files": 7, "bytes": 7}}))
     freed = store.window_freed(utc_iso(day), utc_iso(day + timedelta(days=2)), ["clean"])
     first = day.date().isoformat()
     second = (day + timedelta(days=1)).date().isoformat()

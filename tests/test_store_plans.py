@@ -63,7 +63,7 @@ EXPECTED = {
     "BEFORE": "SEARCH runs USING INDEX runs_task_window (task=? AND started_at<?)",
     "LAST": "SEARCH runs USING INDEX runs_task_window (task=? AND started_at>? AND started_at<?)",
     "NEWEST_TYPE": "SEARCH runs USING INDEX runs_task_started (task=? AND started_at>? AND started_at<?)",
-    "FREED": "SEARCH runs USING INDEX runs_task_started (task=? AND started_at>? AND started_at<?)",
+    "FREED": "SEARCH runs USING INDEX runs_freed (task=? AND started_at>? AND started_at<?)",
     "FAILURES": "SEARCH runs USING INDEX runs_task_status_started (task=? AND status=? AND started_at>? AND started_at<?)",
     "FOLLOWUPS": "SEARCH runs USING INDEX runs_followups (started_at>? AND started_at<?)",
     "TASKS": "SEARCH runs USING COVERING INDEX runs_task_started (task>?)",
@@ -152,7 +152,7 @@ def test_postgres_schema_1_is_migrated_to_the_window_indexes(pg_url):
             "SELECT indexname FROM pg_indexes WHERE tablename = 'runs'"
             " AND schemaname = current_schema()").fetchall()}
     assert version == SCHEMA_VERSION == 2
-    assert {"runs_task_window", "runs_followups"} <= indexes
+    assert {"runs_task_window", "runs_followups", "runs_freed"} <= indexes
 
 
 def test_the_sqlite_schema_is_6(tmp_path: Path):

@@ -116,8 +116,9 @@ class ReadOnlyHistory(Protocol):
     def window_freed(
         self, since: str, until: str, tasks: list[str], host: str | None = None
     ) -> dict[str, list[Freed]]:
-        """What each task's finished, not dry, runs freed per day (``files_deleted``
-        and ``bytes_freed`` metrics, else ``data.deleted``), by day."""
+        """What each task's finished, not dry cleanup runs (``cleanup.*``) freed per
+        day (``files_deleted`` and ``bytes_freed`` metrics, else ``data.deleted``), by
+        day."""
     def window_followups(
         self, since: str, until: str, tasks: list[str] | None = None, host: str | None = None
     ) -> list[RunRecord]:

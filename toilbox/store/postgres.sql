@@ -126,6 +126,8 @@ CREATE INDEX IF NOT EXISTS runs_task_window ON runs (task, started_at)
     INCLUDE (status, duration_s, finished_at, host, trigger);
 CREATE INDEX IF NOT EXISTS runs_followups ON runs (started_at)
     WHERE trigger IN ('remediation', 'verify') AND parent_run_id IS NOT NULL;
+CREATE INDEX IF NOT EXISTS runs_freed ON runs (task, started_at)
+    WHERE task_type LIKE 'cleanup.%' AND NOT dry_run;
 
 -- name: insert_run
 INSERT INTO runs (run_id, task, task_type, status, trigger, started_at, finished_at,

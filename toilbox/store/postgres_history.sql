@@ -120,6 +120,7 @@ FROM runs
 WHERE task = ANY(%(tasks)s) AND started_at >= %(since)s AND started_at < %(until)s
   AND (%(host)s::text IS NULL OR host = %(host)s)
   AND status NOT IN ('running', 'skipped', 'missed') AND NOT dry_run
+  AND task_type LIKE 'cleanup.%%'
 GROUP BY task, day
 ORDER BY task, day;
 

@@ -15,6 +15,7 @@ import sqlite3
 from typing import Any
 
 from toilbox.models import RunRecord
+from toilbox.store.sqlite_sql import FREED_BYTES, FREED_DAY, FREED_FILES, FREED_RUNS
 from toilbox.store.window import MAX_POINTS, Freed, LastRun, Point, TaskWindow
 
 # The window's tasks, a JSON array (json_each), and the optional host.
@@ -127,13 +128,9 @@ ORDER BY r.task, r.started_at, r.rowid
 """  # noqa: S608 -- our own constants
 
 FREED = f"""
-SELECT task, substr(COALESCE(finished_at, started_at), 1, 10) AS day,
-       SUM(CAST(COALESCE(json_extract(metrics, '$.files_deleted.value'),
-                         json_extract(data, '$.deleted.files'), 0) AS INTEGER)) AS files,
-       SUM(CAST(COALESCE(json_extract(metrics, '$.bytes_freed.value'),
-                         json_extract(data, '$.deleted.bytes'), 0) AS INTEGER)) AS bytes
-FROM runs INDEXED BY runs_task_started
-WHERE {_IN_WINDOW} AND {_FINISHED} AND dry_run = 0
+SELECT task, {FREED_DAY} AS day, SUM({FREED_FILES}) AS files, SUM({FREED_BYTES}) AS bytes
+FROM runs INDEXED BY runs_freed
+WHERE {_IN_WINDOW} AND {FREED_RUNS}
 GROUP BY task, day
 ORDER BY task, day
 """  # noqa: S608 -- our own constants

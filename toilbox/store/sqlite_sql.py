@@ -50,14 +50,27 @@ CREATE INDEX IF NOT EXISTS runs_notable ON runs (started_at)
     WHERE status IN ('missed', 'skipped', 'unknown');
 """
 
+# What a cleanup run freed, as sqlite_history's FREED reads it: the same expressions
+# index and query, so the query reads them from the index, not from each run's JSON.
+FREED_DAY = "substr(COALESCE(finished_at, started_at), 1, 10)"
+FREED_FILES = """CAST(COALESCE(json_extract(metrics, '$.files_deleted.value'),
+                      json_extract(data, '$.deleted.files'), 0) AS INTEGER)"""
+FREED_BYTES = """CAST(COALESCE(json_extract(metrics, '$.bytes_freed.value'),
+                      json_extract(data, '$.deleted.bytes'), 0) AS INTEGER)"""
+FREED_RUNS = """task_type LIKE 'cleanup.%' AND dry_run = 0
+    AND status NOT IN ('running', 'skipped', 'missed')"""
+
 # Schema 6: what the aggregate reads of a window (sqlite_history) need.  A task's runs in a
 # window with every column those reads count or rank, so they never read the table; and
 # the few runs a remediation or a verify is (a report's fix chains).
-_HISTORY_INDEXES_6 = """
+_HISTORY_INDEXES_6 = f"""
 CREATE INDEX IF NOT EXISTS runs_task_window
     ON runs (task, started_at, status, duration_s, finished_at, host, trigger);
 CREATE INDEX IF NOT EXISTS runs_followups ON runs (started_at)
     WHERE trigger IN ('remediation', 'verify') AND parent_run_id IS NOT NULL;
+CREATE INDEX IF NOT EXISTS runs_freed
+    ON runs (task, started_at, host, {FREED_DAY}, {FREED_FILES}, {FREED_BYTES})
+    WHERE {FREED_RUNS};
 """
 
 _SLOTS_V3 = """
