@@ -32,6 +32,9 @@ CREATE TABLE IF NOT EXISTS runs (
     host          TEXT NOT NULL DEFAULT '',
     scope         TEXT NOT NULL DEFAULT 'host'
 );
+"""
+
+_RUN_INDEXES_1 = """
 CREATE INDEX IF NOT EXISTS runs_task_started ON runs (task, started_at);
 CREATE INDEX IF NOT EXISTS runs_started ON runs (started_at);
 CREATE INDEX IF NOT EXISTS runs_running ON runs (status) WHERE status = 'running';
@@ -207,6 +210,7 @@ CREATE TABLE IF NOT EXISTS settings (
 # A new store (the store chooses incremental auto-vacuum before it writes a page).
 SCHEMA = (
     _RUNS
+    + _RUN_INDEXES_1
     + _INDEXES_5
     + _PAGE_INDEXES_5
     + _HISTORY_INDEXES_6
@@ -263,7 +267,9 @@ UPDATE remediations SET host = :here;
 {_PAGE_INDEXES_5}
 """  # noqa: S608 -- our own constants, no input
 
-MIGRATE_6 = _HISTORY_INDEXES_6
+# Every index the reads name (INDEXED BY), made if a store lacks one: a store from before
+# schema 2 may have been made without them.
+MIGRATE_6 = _RUN_INDEXES_1 + _INDEXES_5 + _PAGE_INDEXES_5 + _HISTORY_INDEXES_6
 
 NOTIFICATIONS_SENT_TO = "SELECT id, sent_to FROM notifications"
 SET_NOTIFICATION_SENT_TO = "UPDATE notifications SET sent_to = ? WHERE id = ?"
