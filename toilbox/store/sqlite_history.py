@@ -2,10 +2,13 @@
 ``window_*``): counted, ranked and thinned in SQLite, so a report over a week of a big
 store reads the rows it shows, not every run.
 
-Each statement reads the window through ``runs_task_window`` (task, started_at and the
-columns these reads need), task by task: no scan of the whole table, and no row read
-from the table itself but the few a report prints.  tests/test_store_plans.py holds
-them to it.
+Each statement reads the window through an index, task by task: ``runs_task_window``
+(task, started_at and the columns counts, ranks, state changes and chart points need)
+without touching the table; ``runs_freed`` (cleanup runs, with what each freed); and
+index probes for the few rows a report prints.  No scan of the whole table:
+tests/test_store_plans.py holds each statement to its index.  What remains grows with
+the runs *in the window* (each is visited once per figure drawn from it), not with the
+store.
 """
 
 from __future__ import annotations
