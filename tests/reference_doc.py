@@ -207,6 +207,19 @@ def section_api() -> Iterator[str]:
     for name in ("get", "history", "runs_between", "last_runs_before", "children"):
         yield f"- `{signature(getattr(ReadOnlyHistory, name), 'h.' + name, drop_first=True)}`"
     yield ""
+    yield (
+        "A window of history, aggregated in the database (`[since, until)` by start;"
+        " `tasks`: only these, None for all; `host`: only its runs, None for every host)."
+        " Prefer these to `runs_between` over a long window: they read counts and a few"
+        " rows, not every run. Their types are in `toilbox.store.window`."
+    )
+    yield ""
+    for name in ("window_tasks", "window_failures", "window_changes", "window_points",
+                 "window_freed", "window_followups"):
+        method = getattr(ReadOnlyHistory, name)
+        yield (f"- `{signature(method, 'h.' + name, drop_first=True)}`:"
+               f" {one_line(doc(method))}")
+    yield ""
     yield "### `toilbox.TaskFailed`"
     yield ""
     yield doc(toilbox.TaskFailed)

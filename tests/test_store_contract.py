@@ -547,7 +547,7 @@ def test_twenty_hosts_asking_at_once_with_five_percent_fix_exactly_one(backend):
 # -- SQLite: every older schema migrates --------------------------------------------------------
 
 
-@pytest.mark.parametrize("version", [1, 2, 3, 4])
+@pytest.mark.parametrize("version", [1, 2, 3, 4, 5])
 def test_every_older_sqlite_schema_is_migrated(tmp_path, version):
     state = tmp_path / "state"
     state.mkdir()
@@ -555,6 +555,42 @@ def test_every_older_sqlite_schema_is_migrated(tmp_path, version):
     db.executescript((DATA / f"v{version}.sql").read_text())
     columns = "run_id, task, task_type, status, trigger, started_at, finished_at, scheduled_for,"
     columns += " attempts, hostname, pid"
+    if version == 5:  # hosts and UTC slots already: what schema 6 adds is indexes
+        db.execute(
+            f"INSERT INTO runs ({columns}, host) VALUES ('old', 't', 'check.x', 'ok',"  # noqa: S608
+            " 'schedule', '2026-01-01T00:00:00.000000+00:00', '2026-01-01T00:00:01.000000+00:00',"
+            " '2026-01-01T00:00:00.000000+00:00', 1, 'oldhost', 1, 'oldhost')"
+        )
+        db.commit()
+        db.close()
+    else:
+        _fill_old_schema(db, version, columns)
+    store = SqliteStore.open(state)
+    try:
+        old = store.get("old")
+        assert old.status == "ok" and old.details == "" and old.host == "oldhost"
+        assert old.scope == "host"
+        assert old.scheduled_for == "2026-01-01T00:00:00.000000+00:00", "now a UTC instant"
+        import socket
+
+        here = socket.gethostname()
+        if 3 <= version < 5:
+            assert store.last_slot("t", here) == ("2026-01-01T00:00:00.000000+00:00", "s")
+            assert not store.claim_slot("t", "2026-01-01T00:00:00.000000+00:00", "s", "z", here)
+        if 4 <= version < 5:
+            assert store.check_state("t", here) == {"status": "ok"}
+            assert store.notifications_for(["old"])[0]["sent_to"] == ["slack://T0"]
+        raw = sqlite3.connect(state / "toilbox.db")
+        assert "SECRET" not in str(raw.execute("SELECT * FROM notify_sends").fetchall())
+        assert _indexes(raw) == _indexes_of_a_new_store(tmp_path), "the same indexes as new"
+        raw.close()
+        store.record(finished(run("new")))
+        assert [r.run_id for r in store.history()] == ["new", "old"]
+    finally:
+        store.close()
+
+
+def _fill_old_schema(db: sqlite3.Connection, version: int, columns: str) -> None:
     db.execute(
         f"INSERT INTO runs ({columns}) VALUES ('old', 't', 'check.x', 'ok', 'schedule',"  # noqa: S608
         " '2026-01-01T00:00:00.000000+00:00', '2026-01-01T00:00:01.000000+00:00',"
@@ -572,28 +608,21 @@ def test_every_older_sqlite_schema_is_migrated(tmp_path, version):
         db.execute("INSERT INTO notify_sends VALUES ('slack://T0/B0/SECRET', 'x')")
     db.commit()
     db.close()
-    store = SqliteStore.open(state)
-    try:
-        old = store.get("old")
-        assert old.status == "ok" and old.details == "" and old.host == "oldhost"
-        assert old.scope == "host"
-        assert old.scheduled_for == "2026-01-01T00:00:00.000000+00:00", "now a UTC instant"
-        import socket
 
-        here = socket.gethostname()
-        if version >= 3:
-            assert store.last_slot("t", here) == ("2026-01-01T00:00:00.000000+00:00", "s")
-            assert not store.claim_slot("t", "2026-01-01T00:00:00.000000+00:00", "s", "z", here)
-        if version >= 4:
-            assert store.check_state("t", here) == {"status": "ok"}
-            assert store.notifications_for(["old"])[0]["sent_to"] == ["slack://T0"]
-        raw = sqlite3.connect(state / "toilbox.db")
-        assert "SECRET" not in str(raw.execute("SELECT * FROM notify_sends").fetchall())
-        raw.close()
-        store.record(finished(run("new")))
-        assert [r.run_id for r in store.history()] == ["new", "old"]
+
+def _indexes(db: sqlite3.Connection) -> dict[str, str]:
+    rows = db.execute("SELECT name, sql FROM sqlite_master WHERE type = 'index' AND sql"
+                      " IS NOT NULL AND tbl_name = 'runs'").fetchall()
+    return {name: " ".join(sql.replace("IF NOT EXISTS ", "").split()) for name, sql in rows}
+
+
+def _indexes_of_a_new_store(tmp_path: Path) -> dict[str, str]:
+    SqliteStore.open(tmp_path / "new").close()
+    db = sqlite3.connect(tmp_path / "new" / "toilbox.db")
+    try:
+        return _indexes(db)
     finally:
-        store.close()
+        db.close()
 
 
 def test_a_truncated_sqlite_store_is_reported_not_replaced(tmp_path):
@@ -603,3 +632,115 @@ def test_a_truncated_sqlite_store_is_reported_not_replaced(tmp_path):
     with pytest.raises(StateError, match=r"is empty \(0 bytes\): it was truncated"):
         SqliteStore.open(state)
     assert (state / "toilbox.db").stat().st_size == 0, "left as found"
+
+
+# -- a window of history, aggregated in the database ------------------------------------
+
+
+def test_record_many_stores_every_record_at_once(store):
+    records = [finished(run(f"m{n}", minute=n)) for n in range(50)]
+    store.record_many(records)
+    assert [r.run_id for r in store.history("t", limit=100)] == [f"m{n}" for n in range(49, -1, -1)]
+    assert store.get("m7") == records[7]
+
+
+def window_history(store) -> None:
+    """Minutes 0-9 before the window [10, 20); a: a check, b: seen only before, c: on h2."""
+    store.record(finished(run("a0", task="a", minute=1), status="warning"))
+    store.record(finished(run("a-skip", task="a", minute=2), status="skipped"))
+    statuses = ["ok", "critical", "critical", "ok", "unknown", "ok"]
+    for n, status in enumerate(statuses):
+        store.record(finished(run(f"a{n + 1}", task="a", minute=11 + n), status=status,
+                              duration_s=float(n + 1), error={"type": "E", "message": f"m{n}"}
+                              if status in ("critical", "unknown") else None))
+    store.record(finished(run("a-miss", task="a", minute=18), status="missed"))
+    store.record(finished(run("b0", task="b", minute=3, task_type="cleanup.x")))
+    store.record(finished(run("c1", task="c", minute=12, host="h2"), status="critical"))
+    store.start_run(run("c2", task="c", minute=13, host="h2"))
+
+
+def test_window_tasks_counts_ranks_and_remembers_the_run_before(store):
+    window_history(store)
+    got = {w.task: w for w in store.window_tasks(at(10), at(20))}
+    assert set(got) == {"a", "b", "c"}
+    a = got["a"]
+    assert a.statuses == {"ok": 3, "critical": 2, "unknown": 1, "missed": 1}
+    assert list(a.statuses) == ["ok", "critical", "unknown", "missed"], "in order first seen"
+    assert (a.runs, a.task_type, a.before) == (6, "check.x", "warning")
+    # durations 1..6: nearest rank p50 = rank 3, p95 = rank 6
+    assert (a.duration_p50, a.duration_p95) == (3.0, 6.0)
+    assert a.last == ("ok", "ok now", at(16))
+    b = got["b"]
+    assert (b.statuses, b.runs, b.task_type, b.before) == ({}, 0, "cleanup.x", "ok")
+    assert b.last == ("ok", "ok now", at(3)) and b.duration_p50 is None
+    c = got["c"]
+    assert (c.statuses, c.runs, c.before) == ({"critical": 1, "running": 1}, 1, None)
+    assert [w.task for w in store.window_tasks(at(10), at(20), host="h2")] == ["c"]
+    assert [w.task for w in store.window_tasks(at(10), at(20), tasks=["b", "x"])] == ["b"]
+    assert store.window_tasks(at(30), at(40), host="h9") == []
+
+
+def test_window_failures_are_the_newest_few(store):
+    window_history(store)
+    failures = store.window_failures(at(10), at(20), ["a", "b", "c"], 2)
+    assert {t: [r.run_id for r in runs] for t, runs in failures.items()} == {
+        "a": ["a5", "a3"], "c": ["c1"]}
+    assert failures["a"][0].error == {"type": "E", "message": "m4"}
+    assert failures["a"][0].output == "" and failures["a"][0].metrics == {}, "no heavy columns"
+    assert store.window_failures(at(10), at(20), ["a", "c"], 5, host="h2").keys() == {"c"}
+
+
+def test_window_changes_are_the_runs_that_changed_the_status(store):
+    window_history(store)
+    changes = store.window_changes(at(10), at(20), ["a"])
+    assert changes == {"a": [(at(11), "ok"), (at(12), "critical"), (at(14), "ok"),
+                             (at(15), "unknown"), (at(16), "ok")]}
+    assert store.window_changes(at(10), at(20), ["a"], host="h2") == {}
+
+
+def test_window_points_thin_a_busy_task_to_the_worst_of_each_slice(store):
+    window_history(store)
+    every = store.window_points(at(10), at(20), ["a", "c"])
+    assert [p.at for p in every["a"]] == [at(11 + n) for n in range(6)]
+    assert every["a"][1] == (at(12), "critical", 2.0, "schedule")
+    assert [p.at for p in every["c"]] == [at(12)]
+    # two slices of five minutes: [10, 15) holds a1-a4, [15, 20) a5 and a6
+    thinned = store.window_points(at(10), at(20), ["a"], most=2)
+    assert [(p.at, p.status) for p in thinned["a"]] == [(at(13), "critical"), (at(15), "unknown")]
+
+
+def test_window_freed_sums_each_day(store):
+    day = T0.replace(hour=0)
+    for n, (metrics, data) in enumerate([
+        ({"files_deleted": {"value": 3}, "bytes_freed": {"value": 300}}, {}),
+        ({}, {"deleted": {"files": 2, "bytes": 20}}),
+    ]):
+        store.record(finished(run(f"f{n}", task="clean", started_at=utc_iso(day + timedelta(
+            hours=1 + n)), task_type="cleanup.x"), metrics=metrics, data=data))
+    store.record(finished(run("next", task="clean", started_at=utc_iso(day + timedelta(
+        days=1)), task_type="cleanup.x"), metrics={}, data={"deleted": {"files": 1, "bytes": 5}}))
+    store.record(finished(run("dry", task="clean", started_at=utc_iso(day + timedelta(
+        hours=3)), task_type="cleanup.x"), data={"deleted": {"files": 9, "bytes": 9}},
+        dry_run=True))
+    store.record(finished(run("not-a-cleanup", task="clean", started_at=utc_iso(
+        day + timedelta(hours=4))), data={"deleted": {"files": 7, "bytes": 7}}))
+    freed = store.window_freed(utc_iso(day), utc_iso(day + timedelta(days=2)), ["clean"])
+    first = day.date().isoformat()
+    second = (day + timedelta(days=1)).date().isoformat()
+    assert freed == {"clean": [(first, 5, 320), (second, 1, 5)]}
+
+
+def test_window_followups_are_fixes_verifies_and_their_parents(store):
+    store.record(finished(run("old", minute=1), status="critical"))
+    store.record(finished(run("p", minute=11), status="critical"))
+    store.record(finished(run("fix", task="fix", minute=12, trigger="remediation",
+                              parent_run_id="p")))
+    store.record(finished(run("verify", minute=13, trigger="verify", parent_run_id="p")))
+    store.record(finished(run("late-fix", task="fix", minute=14, trigger="remediation",
+                              parent_run_id="old")))
+    store.record(finished(run("other", minute=15)))
+    got = store.window_followups(at(10), at(20))
+    assert [r.run_id for r in got] == ["p", "fix", "verify", "late-fix"]
+    assert [r.run_id for r in store.window_followups(at(10), at(20), tasks=["fix"])] == [
+        "fix", "late-fix"]
+    assert store.window_followups(at(10), at(20), host="h2") == []

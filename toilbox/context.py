@@ -57,7 +57,8 @@ class TaskContext:
     @contextmanager
     def history(self) -> Iterator[ReadOnlyHistory]:
         """The run history, read-only: ``get``, ``history``, ``runs_between``,
-        ``last_runs_before``, ``children``.  Closed when the ``with`` block ends."""
+        ``last_runs_before``, ``children``, and a window's aggregates (``window_*``).
+        Closed when the ``with`` block ends."""
         from toilbox.errors import TaskFailed
 
         if self.open_history is None:

@@ -9,7 +9,6 @@ store; nothing is written to it.
 from __future__ import annotations
 
 import json
-import math
 import os
 import socket
 import sys
@@ -22,13 +21,12 @@ import toilbox
 from toilbox import files
 from toilbox.models import RunRecord
 from toilbox.store import ReadOnlyHistory
+from toilbox.store.window import FAILED, Freed, Point, TaskWindow
 from toilbox.terminal import printable
 from toilbox.units import format_size
 from toilbox_reports.params import SummaryParams
 
-FAILED = ("critical", "unknown")
 NOT_OK = ("warning", "critical", "unknown")
-NOT_RUNS = ("running", "skipped", "missed")
 # The Nagios order (CRITICAL, WARNING, UNKNOWN, OK), as toilbox.worst() combines statuses.
 SEVERITY = {status.label: status.severity for status in toilbox.Status}
 MAX_FAILURES = 10
@@ -65,39 +63,38 @@ def build(
     only: list[str] | None = None,
     host: str | None = None,
 ) -> dict[str, Any]:
-    """The report as plain data: the json format, and what the templates read."""
-    runs = store.runs_between(since.isoformat(), until.isoformat())
-    before = store.last_runs_before(since.isoformat())
-    if host is not None:
-        runs = [r for r in runs if r.host == host]
-        before = {t: r for t, r in before.items() if r.host == host}
-    if only is not None:
-        runs = [r for r in runs if r.task in only]
-        before = {t: r for t, r in before.items() if t in only}
-    by_task: dict[str, list[RunRecord]] = defaultdict(list)
-    for record in runs:
-        by_task[record.task].append(record)
-    for name in before:
-        by_task.setdefault(name, [])
+    """The report as plain data: the json format, and what the templates read.  The
+    store counts, ranks and thins the window (its ``window_*`` reads): the report reads
+    what it shows, not every run."""
+    start, end = since.isoformat(), until.isoformat()
+    windows = store.window_tasks(start, end, only, host)
+    names = [w.task for w in windows]
+    kinds = {w.task: w.task_type.split(".", 1)[0] for w in windows}
+    failures = store.window_failures(start, end, names, MAX_FAILURES, host)
+    points = store.window_points(start, end, names, host)
+    changes = store.window_changes(start, end, [n for n in names if kinds[n] == "check"], host)
+    freed = store.window_freed(start, end, [n for n in names if kinds[n] == "cleanup"], host)
     tasks = [
-        _task(name, by_task[name], before.get(name), since, until) for name in sorted(by_task)
+        _task(w, failures.get(w.task, []), points.get(w.task, []), since, until,
+              changes.get(w.task, []), freed.get(w.task, []))
+        for w in windows
     ]
     checks = [t["check"] | {"task": t["task"]} for t in tasks if t["kind"] == "check"]
     cleanups = [t["cleanup"] | {"task": t["task"]} for t in tasks if t["kind"] == "cleanup"]
-    chains = _chains(runs)
-    finished = [r for r in runs if r.status not in NOT_RUNS]
-    ok = sum(r.status == "ok" for r in finished)
+    chains = _chains(store.window_followups(start, end, only, host))
     days = _days(since, until)
     freed_per_day = dict.fromkeys(days, 0)
     for cleanup in cleanups:
-        for day, freed in cleanup["bytes_per_day"].items():
-            freed_per_day[day] = freed_per_day.get(day, 0) + freed
+        for day, freed_bytes in cleanup["bytes_per_day"].items():
+            freed_per_day[day] = freed_per_day.get(day, 0) + freed_bytes
+    runs = sum(w.runs for w in windows)
+    ok = sum(w.statuses.get("ok", 0) for w in windows)
     totals = {
         "tasks": len(tasks),
-        "runs": len(finished),
+        "runs": runs,
         "ok": ok,
-        "failed": sum(r.status in FAILED for r in finished),
-        "success_rate": ok / len(finished) if finished else None,
+        "failed": sum(w.statuses.get(s, 0) for w in windows for s in FAILED),
+        "success_rate": ok / runs if runs else None,
         "files_freed": sum(c["files_freed"] for c in cleanups),
         "bytes_freed": sum(c["bytes_freed"] for c in cleanups),
         "fixed_automatically": sum(c["outcome"] == "fixed automatically" for c in chains),
@@ -125,85 +122,84 @@ def build(
 
 
 def _task(
-    name: str, runs: list[RunRecord], before: RunRecord | None, since: datetime, until: datetime
+    window: TaskWindow,
+    failed: list[RunRecord],
+    points: list[Point],
+    since: datetime,
+    until: datetime,
+    changes: list[tuple[str, str]],
+    freed: list[Freed],
 ) -> dict[str, Any]:
-    finished = [r for r in runs if r.status not in NOT_RUNS]
-    newest = runs[-1] if runs else before
-    task_type = newest.task_type if newest else "?"
-    kind = task_type.split(".", 1)[0]
-    counts: dict[str, int] = defaultdict(int)
-    for record in runs:
-        counts[record.status] += 1
-    durations = sorted(r.duration_s for r in finished if r.duration_s is not None)
-    last = finished[-1] if finished else before
-    failures = [
-        {
-            "run_id": r.run_id,
-            "started_at": r.started_at,
-            "status": r.status,
-            "summary": r.summary,
-            "error_type": (r.error or {}).get("type"),
-            "message": (r.error or {}).get("message") or r.summary,
-            "trigger": r.trigger,
-        }
-        for r in reversed(finished)
-        if r.status in FAILED
-    ]
+    kind = window.task_type.split(".", 1)[0]
+    counts = window.statuses
+    failure_count = sum(counts.get(status, 0) for status in FAILED)
+    last = window.last
     out: dict[str, Any] = {
-        "task": name,
-        "type": task_type,
+        "task": window.task,
+        "type": window.task_type,
         "kind": kind,
-        "runs": len(finished),
+        "runs": window.runs,
         "statuses": dict(counts),
-        "success_rate": counts["ok"] / len(finished) if finished else None,
-        "failure_count": len(failures),
-        "failures": failures[:MAX_FAILURES],
-        "duration_p50": _percentile(durations, 50),
-        "duration_p95": _percentile(durations, 95),
+        "success_rate": counts.get("ok", 0) / window.runs if window.runs else None,
+        "failure_count": failure_count,
+        "failures": [
+            {
+                "run_id": r.run_id,
+                "started_at": r.started_at,
+                "status": r.status,
+                "summary": r.summary,
+                "error_type": (r.error or {}).get("type"),
+                "message": (r.error or {}).get("message") or r.summary,
+                "trigger": r.trigger,
+            }
+            for r in failed
+        ],
+        "duration_p50": window.duration_p50,
+        "duration_p95": window.duration_p95,
         "last_status": last.status if last else None,
         "last_summary": last.summary if last else None,
         "last_run": last.started_at if last else None,
+        # Every finished run, or of a task with many, the worst of each slice of the window.
         "points": [
-            {
-                "at": r.started_at,
-                "status": r.status,
-                "duration_s": r.duration_s,
-                "trigger": r.trigger,
-            }
-            for r in finished
+            {"at": p.at, "status": p.status, "duration_s": p.duration_s, "trigger": p.trigger}
+            for p in points
         ],
     }
     if kind == "check":
-        out["check"] = _check_states(finished, before, since, until)
+        out["check"] = _check_states(changes, window.before, since, until)
     if kind == "cleanup":
-        out["cleanup"] = _freed(finished)
+        out["cleanup"] = {
+            "files_freed": sum(f.files for f in freed),
+            "bytes_freed": sum(f.bytes for f in freed),
+            "bytes_per_day": {f.day: f.bytes for f in freed},
+        }
     return out
 
 
-def _percentile(values: list[float], pct: float) -> float | None:
-    """Nearest rank: a duration that really happened."""
-    if not values:
-        return None
-    return values[max(0, math.ceil(pct / 100 * len(values)) - 1)]
-
-
 def _check_states(
-    finished: list[RunRecord], before: RunRecord | None, since: datetime, until: datetime
+    changes: list[tuple[str, str]], before: str | None, since: datetime, until: datetime
 ) -> dict[str, Any]:
-    """A check is in the state of its latest result, from the moment that run ended."""
-    state = before.status if before else "no data"
+    """A check is in the state of its latest result, from the moment that run ended.
+    ``changes``: the window's finished runs that changed the status, in order of end."""
+    state = before or "no data"
     at = since
     segments: list[dict[str, Any]] = []
 
     def hold(end: datetime) -> None:
-        if end > at:
+        if end <= at:
+            return
+        if segments and segments[-1]["state"] == state and segments[-1]["end"] == at:
+            segments[-1]["end"] = end  # the same state on: one segment
+        else:
             segments.append({"start": at, "end": end, "state": state})
 
-    for record in sorted(finished, key=lambda r: r.finished_at or r.started_at):
-        changed = min(max(_time(record.finished_at or record.started_at), since), until)
+    for ended, status in changes:
+        if status == state:
+            continue
+        changed = min(max(_time(ended), since), until)
         hold(changed)
         at = max(at, changed)
-        state = record.status
+        state = status
     hold(until)
     time_in_state: dict[str, float] = defaultdict(float)
     for segment in segments:
@@ -238,26 +234,6 @@ def _check_states(
             for s in segments
         ],
     }
-
-
-def _freed(finished: list[RunRecord]) -> dict[str, Any]:
-    files = freed = 0
-    per_day: dict[str, int] = defaultdict(int)
-    for record in finished:
-        if record.dry_run:
-            continue
-        deleted = record.data.get("deleted") if isinstance(record.data, dict) else None
-        run_files = _metric(record, "files_deleted", (deleted or {}).get("files", 0))
-        run_bytes = _metric(record, "bytes_freed", (deleted or {}).get("bytes", 0))
-        files += int(run_files)
-        freed += int(run_bytes)
-        per_day[(record.finished_at or record.started_at)[:10]] += int(run_bytes)
-    return {"files_freed": files, "bytes_freed": freed, "bytes_per_day": dict(per_day)}
-
-
-def _metric(record: RunRecord, name: str, default: float) -> float:
-    metric = record.metrics.get(name)
-    return float(metric["value"]) if isinstance(metric, dict) else float(default or 0)
 
 
 def _chains(runs: list[RunRecord]) -> list[dict[str, Any]]:

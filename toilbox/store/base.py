@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from toilbox.models import HostInfo, Lease, RunRecord, SlotClaim, SlotWanted, StripCell
+from toilbox.store.window import MAX_POINTS, Freed, Point, TaskWindow
 
 HOSTS_WINDOW_S = 86400.0  # "the hosts seen in the last day": the fleet budget's denominator
 ALIVE_S = 60.0  # a host not seen for this long is shown as gone
@@ -82,6 +83,48 @@ class ReadOnlyHistory(Protocol):
     def children(self, run_id: str) -> list[RunRecord]: ...
     def close(self) -> None: ...
 
+    # -- a window of history, aggregated in the database ([since, until), by start) -----
+    # ``tasks``: only these (None: all); ``host``: only its runs (None: every host).
+    def window_tasks(
+        self, since: str, until: str, tasks: list[str] | None = None, host: str | None = None
+    ) -> list[TaskWindow]:
+        """Each task with a run in the window, or a finished run before it (the task's
+        last before the window, on any host: dropped when it is another ``host``'s), by
+        name."""
+    def window_failures(
+        self, since: str, until: str, tasks: list[str], limit: int, host: str | None = None
+    ) -> dict[str, list[RunRecord]]:
+        """Each task's newest ``limit`` critical or unknown runs in the window, newest
+        first, without their heavy columns (metrics, data, details, output)."""
+    def window_changes(
+        self, since: str, until: str, tasks: list[str], host: str | None = None
+    ) -> dict[str, list[tuple[str, str]]]:
+        """Each task's finished runs in the window, in order of their end, whose status
+        differs from the finished run before them in the window (the first always):
+        ``(finished_at or started_at, status)``."""
+    def window_points(
+        self,
+        since: str,
+        until: str,
+        tasks: list[str],
+        host: str | None = None,
+        most: int = MAX_POINTS,
+    ) -> dict[str, list[Point]]:
+        """Each task's finished runs in the window by start; a task with more than
+        ``most`` gets, of each of ``most`` equal slices of the window, its worst run (by
+        severity, then duration)."""
+    def window_freed(
+        self, since: str, until: str, tasks: list[str], host: str | None = None
+    ) -> dict[str, list[Freed]]:
+        """What each task's finished, not dry cleanup runs (``cleanup.*``) freed per
+        day (``files_deleted`` and ``bytes_freed`` metrics, else ``data.deleted``), by
+        day."""
+    def window_followups(
+        self, since: str, until: str, tasks: list[str] | None = None, host: str | None = None
+    ) -> list[RunRecord]:
+        """The remediation and verify runs in the window that have a parent, and those
+        parents that are in the window too, by start, without their heavy columns."""
+
 
 class Store(ReadOnlyHistory, Protocol):
     """Runs, slots, leases, hosts, check states, notifications, budgets, settings, locks."""
@@ -97,6 +140,9 @@ class Store(ReadOnlyHistory, Protocol):
         fenced off): a finish from a fenced owner is rejected."""
     def record(self, record: RunRecord) -> None:
         """Store a record that is already final (a skipped or missed slot)."""
+    def record_many(self, records: list[RunRecord]) -> None:
+        """Store many final records in one transaction (an import; the benchmarks fill
+        their stores with it)."""
     def last_runs(self, tasks: list[str], host: str | None = None) -> dict[str, RunRecord]: ...
     def last_success_times(self, tasks: list[str]) -> dict[str, str]: ...
     def running(self, host: str) -> list[RunRecord]: ...

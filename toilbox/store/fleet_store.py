@@ -21,6 +21,7 @@ from toilbox.models import HostInfo, Lease, RunRecord, SlotClaim, SlotWanted, St
 from toilbox.store.base import Budget, ReadOnlyHistory
 from toilbox.store.postgres import PostgresStore
 from toilbox.store.sqlite import SqliteStore
+from toilbox.store.window import MAX_POINTS, Freed, Point, TaskWindow
 
 DAEMON_LOCK = "_daemon"
 
@@ -123,6 +124,41 @@ class FleetStore:
 
     def last_runs_before(self, since: str) -> dict[str, RunRecord]:
         return self.shared.last_runs_before(since)
+
+    def record_many(self, records: list[RunRecord]) -> None:
+        self.shared.record_many(records)
+
+    # A window of history is read where the fleet's history is: the shared store.
+    def window_tasks(
+        self, since: str, until: str, tasks: list[str] | None = None, host: str | None = None
+    ) -> list[TaskWindow]:
+        return self.shared.window_tasks(since, until, tasks, host)
+
+    def window_failures(
+        self, since: str, until: str, tasks: list[str], limit: int, host: str | None = None
+    ) -> dict[str, list[RunRecord]]:
+        return self.shared.window_failures(since, until, tasks, limit, host)
+
+    def window_changes(
+        self, since: str, until: str, tasks: list[str], host: str | None = None
+    ) -> dict[str, list[tuple[str, str]]]:
+        return self.shared.window_changes(since, until, tasks, host)
+
+    def window_points(
+        self, since: str, until: str, tasks: list[str], host: str | None = None,
+        most: int = MAX_POINTS,
+    ) -> dict[str, list[Point]]:
+        return self.shared.window_points(since, until, tasks, host, most)
+
+    def window_freed(
+        self, since: str, until: str, tasks: list[str], host: str | None = None
+    ) -> dict[str, list[Freed]]:
+        return self.shared.window_freed(since, until, tasks, host)
+
+    def window_followups(
+        self, since: str, until: str, tasks: list[str] | None = None, host: str | None = None
+    ) -> list[RunRecord]:
+        return self.shared.window_followups(since, until, tasks, host)
 
     # -- slots and leases --------------------------------------------------------------
 

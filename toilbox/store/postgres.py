@@ -18,7 +18,6 @@ from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import fields
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from toilbox import destinations
@@ -33,13 +32,15 @@ from toilbox.models import (
     StripCell,
     utc_iso,
 )
+from toilbox.store import sqlfile
 from toilbox.store.base import ALIVE_S, HOSTS_WINDOW_S, Budget, ReadOnlyHistory, budget_verdict
+from toilbox.store.postgres_history import PostgresHistory
 
 if TYPE_CHECKING:
     import psycopg
     from psycopg_pool import ConnectionPool
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 POOL_SIZE = 4  # connections per daemon at most: scheduler, workers, the fleet loop, the page
 POOL_WAIT_S = 3.0  # how long a caller waits for a free connection
 CONNECT_S = 5.0
@@ -61,19 +62,7 @@ _RUN_COLUMNS = tuple(f.name for f in fields(RunRecord))
 _TIME_COLUMNS = ("started_at", "finished_at", "scheduled_for")
 
 
-def _load_queries() -> dict[str, str]:
-    queries: dict[str, str] = {}
-    name = None
-    for line in (Path(__file__).with_name("postgres.sql")).read_text().splitlines():
-        if line.startswith("-- name: "):
-            name = line.removeprefix("-- name: ").strip()
-            queries[name] = ""
-        elif name is not None and not line.startswith("--"):
-            queries[name] += line + "\n"
-    return {key: text.strip().rstrip(";") for key, text in queries.items()}
-
-
-Q = _load_queries()
+Q = sqlfile.load("postgres.sql") | sqlfile.load("postgres_history.sql")
 
 
 def redacted_url(url: str) -> str:
@@ -89,7 +78,7 @@ def redacted_url(url: str) -> str:
     return f"postgresql://{user}{parts.get('host', '')}{port}/{parts.get('dbname', '')}"
 
 
-class PostgresStore:
+class PostgresStore(PostgresHistory):
     """The PostgreSQL backend of the ``Store`` port."""
 
     kind = "postgresql"
@@ -225,6 +214,10 @@ class PostgresStore:
     def record(self, record: RunRecord) -> None:
         self.start_run(record)
 
+    def record_many(self, records: list[RunRecord]) -> None:
+        with self._conn() as conn, conn.transaction(), conn.cursor() as cursor:
+            cursor.executemany(Q["insert_run"], [_to_row(r) for r in records])
+
     def ship_runs(self, records: list[RunRecord]) -> None:
         """Host runs from a daemon's local outbox, in one transaction; idempotent."""
         with self._conn() as conn, conn.transaction(), conn.cursor() as cursor:
@@ -237,7 +230,8 @@ class PostgresStore:
     def history(
         self, task: str | None = None, limit: int = 20, host: str | None = None
     ) -> list[RunRecord]:
-        rows = self._all("history", {"task": task, "host": host, "limit": limit})
+        rows = self._all("history_all" if task is None else "history",
+                         {"task": task, "host": host, "limit": limit})
         return [_from_row(row) for row in rows]
 
     def last_runs(self, tasks: list[str], host: str | None = None) -> dict[str, RunRecord]:

@@ -118,6 +118,17 @@ CREATE TABLE settings (
 CREATE TABLE budgets (name text PRIMARY KEY);
 INSERT INTO budgets (name) VALUES ('remediation');
 
+-- name: schema_2
+-- What the aggregate reads of a window need (postgres_history.sql): a task's runs in a
+-- window with the columns they count or rank, so they are read from the index alone
+-- (once vacuum has marked the pages all-visible); and the few remediation and verify runs.
+CREATE INDEX IF NOT EXISTS runs_task_window ON runs (task, started_at)
+    INCLUDE (status, duration_s, finished_at, host, trigger);
+CREATE INDEX IF NOT EXISTS runs_followups ON runs (started_at)
+    WHERE trigger IN ('remediation', 'verify') AND parent_run_id IS NOT NULL;
+CREATE INDEX IF NOT EXISTS runs_freed ON runs (task, started_at)
+    WHERE task_type LIKE 'cleanup.%' AND NOT dry_run;
+
 -- name: insert_run
 INSERT INTO runs (run_id, task, task_type, status, trigger, started_at, finished_at,
                   scheduled_for, parent_run_id, attempts, duration_s, summary, metrics, data,
@@ -156,8 +167,17 @@ WHERE runs.status = 'running' OR runs.error ->> 'type' = 'abandoned';
 SELECT * FROM runs WHERE run_id = %(run_id)s;
 
 -- name: history
+-- A task's history from its own index (with "task IS NULL OR" in one statement the
+-- planner walks runs_started, reading every newer run of the other tasks); all tasks'
+-- from runs_started.
 SELECT * FROM runs
-WHERE (%(task)s::text IS NULL OR task = %(task)s) AND (%(host)s::text IS NULL OR host = %(host)s)
+WHERE task = %(task)s AND (%(host)s::text IS NULL OR host = %(host)s)
+ORDER BY task DESC, started_at DESC, run_id DESC
+LIMIT %(limit)s;
+
+-- name: history_all
+SELECT * FROM runs
+WHERE %(host)s::text IS NULL OR host = %(host)s
 ORDER BY started_at DESC, run_id DESC
 LIMIT %(limit)s;
 

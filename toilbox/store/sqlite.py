@@ -44,13 +44,14 @@ from toilbox.store.base import (
     ReadOnlyHistory,
     budget_verdict,
 )
+from toilbox.store.sqlite_history import SqliteHistory
 
 SCHEMA_VERSION = sql.SCHEMA_VERSION
 _JSON_COLUMNS = ("metrics", "data", "error")
 _RUN_COLUMNS = tuple(f.name for f in fields(RunRecord))
 
 
-class SqliteStore:
+class SqliteStore(SqliteHistory):
     """The SQLite backend of the ``Store`` port.  Open with ``SqliteStore.open(state_dir)``."""
 
     kind = "sqlite"
@@ -161,6 +162,12 @@ class SqliteStore:
     def record(self, record: RunRecord) -> None:
         self.start_run(record)
 
+    def record_many(self, records: list[RunRecord]) -> None:
+        with self._transaction() as db:
+            db.executemany(sql.INSERT_RUN, [_to_row(r) for r in records])
+            if self.outbox:
+                db.executemany(sql.OUTBOX_ADD, [(r.run_id,) for r in records])
+
     def _queue(self, db: sqlite3.Connection, run_id: str) -> None:
         if self.outbox:
             db.execute(sql.OUTBOX_ADD, (run_id,))
@@ -172,9 +179,8 @@ class SqliteStore:
     def history(
         self, task: str | None = None, limit: int = 20, host: str | None = None
     ) -> list[RunRecord]:
-        rows = self._query(
-            sql.HISTORY, {"task": task, "host": host, "limit": limit}
-        )
+        statement = sql.HISTORY_ALL if task is None else sql.HISTORY_OF
+        rows = self._query(statement, {"task": task, "host": host, "limit": limit})
         return [_from_row(row) for row in rows]
 
     def last_runs(self, tasks: list[str], host: str | None = None) -> dict[str, RunRecord]:
@@ -704,6 +710,7 @@ _MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {
     3: _run_script(sql.MIGRATE_3),
     4: _run_script(sql.MIGRATE_4),
     5: _to_v5,
+    6: _run_script(sql.MIGRATE_6),
 }
 
 

@@ -5,7 +5,7 @@ Timestamps are UTC ISO strings of one format, so comparing strings compares inst
 
 from __future__ import annotations
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 
 _RUNS = """
 CREATE TABLE IF NOT EXISTS runs (
@@ -32,6 +32,9 @@ CREATE TABLE IF NOT EXISTS runs (
     host          TEXT NOT NULL DEFAULT '',
     scope         TEXT NOT NULL DEFAULT 'host'
 );
+"""
+
+_RUN_INDEXES_1 = """
 CREATE INDEX IF NOT EXISTS runs_task_started ON runs (task, started_at);
 CREATE INDEX IF NOT EXISTS runs_started ON runs (started_at);
 CREATE INDEX IF NOT EXISTS runs_running ON runs (status) WHERE status = 'running';
@@ -48,6 +51,29 @@ _PAGE_INDEXES_5 = """
 CREATE INDEX IF NOT EXISTS runs_task_status_started ON runs (task, status, started_at);
 CREATE INDEX IF NOT EXISTS runs_notable ON runs (started_at)
     WHERE status IN ('missed', 'skipped', 'unknown');
+"""
+
+# What a cleanup run freed, as sqlite_history's FREED reads it: the same expressions
+# index and query, so the query reads them from the index, not from each run's JSON.
+FREED_DAY = "substr(COALESCE(finished_at, started_at), 1, 10)"
+FREED_FILES = """CAST(COALESCE(json_extract(metrics, '$.files_deleted.value'),
+                      json_extract(data, '$.deleted.files'), 0) AS INTEGER)"""
+FREED_BYTES = """CAST(COALESCE(json_extract(metrics, '$.bytes_freed.value'),
+                      json_extract(data, '$.deleted.bytes'), 0) AS INTEGER)"""
+FREED_RUNS = """task_type LIKE 'cleanup.%' AND dry_run = 0
+    AND status NOT IN ('running', 'skipped', 'missed')"""
+
+# Schema 6: what the aggregate reads of a window (sqlite_history) need.  A task's runs in a
+# window with every column those reads count or rank, so they never read the table; and
+# the few runs a remediation or a verify is (a report's fix chains).
+_HISTORY_INDEXES_6 = f"""
+CREATE INDEX IF NOT EXISTS runs_task_window
+    ON runs (task, started_at, status, duration_s, finished_at, host, trigger);
+CREATE INDEX IF NOT EXISTS runs_followups ON runs (started_at)
+    WHERE trigger IN ('remediation', 'verify') AND parent_run_id IS NOT NULL;
+CREATE INDEX IF NOT EXISTS runs_freed
+    ON runs (task, started_at, host, {FREED_DAY}, {FREED_FILES}, {FREED_BYTES})
+    WHERE {FREED_RUNS};
 """
 
 _SLOTS_V3 = """
@@ -184,8 +210,10 @@ CREATE TABLE IF NOT EXISTS settings (
 # A new store (the store chooses incremental auto-vacuum before it writes a page).
 SCHEMA = (
     _RUNS
+    + _RUN_INDEXES_1
     + _INDEXES_5
     + _PAGE_INDEXES_5
+    + _HISTORY_INDEXES_6
     + _SLOTS_5
     + _AUTOMATION_5
     + _FLEET_5
@@ -239,6 +267,10 @@ UPDATE remediations SET host = :here;
 {_PAGE_INDEXES_5}
 """  # noqa: S608 -- our own constants, no input
 
+# Every index the reads name (INDEXED BY), made if a store lacks one: a store from before
+# schema 2 may have been made without them.
+MIGRATE_6 = _RUN_INDEXES_1 + _INDEXES_5 + _PAGE_INDEXES_5 + _HISTORY_INDEXES_6
+
 NOTIFICATIONS_SENT_TO = "SELECT id, sent_to FROM notifications"
 SET_NOTIFICATION_SENT_TO = "UPDATE notifications SET sent_to = ? WHERE id = ?"
 SENDS = "SELECT rowid, destination FROM notify_sends"
@@ -266,15 +298,27 @@ WHERE run_id = :run_id AND status = 'running'
 
 GET_RUN = "SELECT * FROM runs WHERE run_id = ?"
 
-HISTORY = """
-SELECT * FROM runs
-WHERE (:task IS NULL OR task = :task) AND (:host IS NULL OR host = :host)
+# A task's history walks its index from the newest run; all tasks' walk runs_started.
+# (One statement with ":task IS NULL OR" would walk runs_started for a task too, reading
+# every newer run of the other tasks.)
+HISTORY_OF = """
+SELECT * FROM runs INDEXED BY runs_task_started
+WHERE task = :task AND (:host IS NULL OR host = :host)
 ORDER BY started_at DESC, rowid DESC
 LIMIT :limit
 """
 
-LAST_RUN = """
+HISTORY_ALL = """
 SELECT * FROM runs
+WHERE :host IS NULL OR host = :host
+ORDER BY started_at DESC, rowid DESC
+LIMIT :limit
+"""
+
+# INDEXED BY: on status NOT IN, SQLite may pick runs_task_status_started, and then
+# sort all of the task's runs to find the newest.
+LAST_RUN = """
+SELECT * FROM runs INDEXED BY runs_task_started
 WHERE task = :task AND status NOT IN ('skipped', 'missed')
   AND (:host IS NULL OR host = :host)
 ORDER BY started_at DESC, rowid DESC
@@ -290,7 +334,9 @@ LIMIT 1
 
 CHILDREN = "SELECT * FROM runs WHERE parent_run_id = ? ORDER BY started_at, rowid"
 
-RUNNING_ON = "SELECT * FROM runs WHERE status = 'running' AND host = ?"
+# The partial index of running runs, never the host's index: every command that opens
+# the store asks this (recover_abandoned), and a host's index holds all of its history.
+RUNNING_ON = "SELECT * FROM runs INDEXED BY runs_running WHERE status = 'running' AND host = ?"
 
 # A slot's runs: the task's index from a day before the slot (no run starts earlier).
 SLOT_RUNS = """
