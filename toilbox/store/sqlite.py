@@ -14,9 +14,8 @@ import json
 import os
 import socket
 import sqlite3
-import stat
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import fields
 from datetime import UTC, datetime, timedelta
@@ -27,23 +26,26 @@ from toilbox import destinations, locks
 from toilbox.errors import AlreadyRunning, StateError
 from toilbox.models import (
     RUNNING,
-    Claim,
-    HostInfo,
     Lease,
     RunRecord,
-    SlotClaim,
-    SlotWanted,
     StripCell,
     now_iso,
 )
 from toilbox.store import sqlite_sql as sql
 from toilbox.store.base import (
-    ALIVE_S,
     HOSTS_WINDOW_S,
     Budget,
     ReadOnlyHistory,
     budget_verdict,
 )
+from toilbox.store.sqlite_file import (
+    create_private,
+    explain,
+    migrate,
+    own_state_dir,
+    refuse_truncated,
+)
+from toilbox.store.sqlite_fleet import SqliteFleet
 from toilbox.store.sqlite_history import SqliteHistory
 
 SCHEMA_VERSION = sql.SCHEMA_VERSION
@@ -51,7 +53,7 @@ _JSON_COLUMNS = ("metrics", "data", "error")
 _RUN_COLUMNS = tuple(f.name for f in fields(RunRecord))
 
 
-class SqliteStore(SqliteHistory):
+class SqliteStore(SqliteFleet, SqliteHistory):
     """The SQLite backend of the ``Store`` port.  Open with ``SqliteStore.open(state_dir)``."""
 
     kind = "sqlite"
@@ -74,10 +76,10 @@ class SqliteStore(SqliteHistory):
         path = state_dir / "toilbox.db"
         created = False
         try:
-            state_dir = _own_state_dir(state_dir)
+            state_dir = own_state_dir(state_dir)
             path = state_dir / "toilbox.db"
-            _refuse_truncated(path)
-            created = _create_private(path)
+            refuse_truncated(path)
+            created = create_private(path)
             db = sqlite3.connect(path, timeout=30, isolation_level=None, check_same_thread=False)
             db.row_factory = sqlite3.Row
             if created:
@@ -89,14 +91,14 @@ class SqliteStore(SqliteHistory):
             db.execute("PRAGMA journal_size_limit = 16777216")
             # NORMAL in WAL mode survives a crash of toilbox; only power loss can lose the tail.
             db.execute("PRAGMA synchronous=NORMAL")
-            _migrate(db, path)
+            migrate(db, path)
         except (OSError, sqlite3.Error) as exc:
             if created:  # a store we could not set up (a full disk) is not left empty
                 with contextlib.suppress(OSError):
                     path.unlink()
             if isinstance(exc, OSError):
                 raise StateError(f"state dir {state_dir}: {exc.strerror or exc}") from None
-            raise StateError(f"state store {path}: {_explain(exc, state_dir)}") from None
+            raise StateError(f"state store {path}: {explain(exc, state_dir)}") from None
         store = cls(db, path, outbox)
         if outbox:
             with store._transaction() as transaction:
@@ -114,7 +116,7 @@ class SqliteStore(SqliteHistory):
     # -- plumbing ----------------------------------------------------------------------
 
     def _fail(self, exc: sqlite3.Error) -> StateError:
-        return StateError(f"state store {self.path}: {_explain(exc, self.state_dir)}")
+        return StateError(f"state store {self.path}: {explain(exc, self.state_dir)}")
 
     def _query(self, statement: str, args: Any = ()) -> list[sqlite3.Row]:
         try:
@@ -231,188 +233,6 @@ class SqliteStore(SqliteHistory):
     def last_runs_before(self, since: str) -> dict[str, RunRecord]:
         rows = self._query(sql.LAST_RUNS_BEFORE, (since,))
         return {row["task"]: _from_row(row) for row in rows}
-
-    # -- slots -------------------------------------------------------------------------
-
-    def claim_slot(
-        self, task: str, scheduled_for: str, schedule: str, claimed_by: str, host: str = ""
-    ) -> bool:
-        row = {"task": task, "host": host, "scheduled_for": scheduled_for, "schedule": schedule,
-               "claimed_by": claimed_by, "now": now_iso()}
-        return self._write(sql.CLAIM_SLOT, row) == 1
-
-    def last_slot(self, task: str, host: str = "") -> tuple[str, str] | None:
-        rows = self._query(sql.LAST_SLOT, (task, host))
-        return (rows[0][0], rows[0][1]) if rows else None
-
-    def last_slots(self, tasks: list[str], host: str = "") -> dict[str, tuple[str, str]]:
-        found = {task: self.last_slot(task, host) for task in tasks}
-        return {task: slot for task, slot in found.items() if slot is not None}
-
-    def claim_slots(self, wanted: list[SlotWanted]) -> list[bool]:
-        """Many slots in one transaction: a burst of fires commits once."""
-        if not wanted:
-            return []
-        now = now_iso()
-        with self._transaction() as db:
-            return [
-                db.execute(
-                    sql.CLAIM_SLOT,
-                    {"task": w.task, "host": w.host, "scheduled_for": w.scheduled_for,
-                     "schedule": w.schedule, "claimed_by": w.claimed_by, "now": now},
-                ).rowcount == 1
-                for w in wanted
-            ]
-
-    def claim_fleet_slot(
-        self, task: str, scheduled_for: str, schedule: str, lease: Lease, lease_s: float
-    ) -> SlotClaim:
-        return self.claim_fleet_slots([(task, scheduled_for, schedule, lease)], lease_s)[0]
-
-    def claim_fleet_slots(
-        self, wanted: list[tuple[str, str, str, Lease]], lease_s: float
-    ) -> list[SlotClaim]:
-        """Each slot and its task's lease, all in one transaction: a claimed slot always
-        has a lease, so a daemon dying between the two can never lose the slot."""
-        with self._transaction() as db:
-            return [self._claim_fleet(db, *one, lease_s) for one in wanted]
-
-    def _claim_fleet(
-        self,
-        db: sqlite3.Connection,
-        task: str,
-        scheduled_for: str,
-        schedule: str,
-        lease: Lease,
-        lease_s: float,
-    ) -> SlotClaim:
-        now = datetime.now(UTC)
-        early = (datetime.fromisoformat(scheduled_for) - now).total_seconds()
-        if early > 0:
-            return SlotClaim(Claim.EARLY, early_s=early)
-        row = {"task": task, "host": "", "scheduled_for": scheduled_for,
-               "schedule": schedule, "claimed_by": lease.owner, "now": now_iso()}
-        if not db.execute(sql.CLAIM_SLOT, row).rowcount:
-            return SlotClaim(Claim.LOST)
-        if not self._take_lease(db, lease, lease_s):
-            holder = db.execute(sql.LEASE_HOLDER, (lease.name,)).fetchone()
-            return SlotClaim(Claim.BUSY, holder=holder[0] if holder else None)
-        return SlotClaim(Claim.WON)
-
-    # -- leases ------------------------------------------------------------------------
-
-    def _take_lease(self, db: sqlite3.Connection, lease: Lease, lease_s: float) -> bool:
-        now = datetime.now(UTC)
-        row = {
-            "name": lease.name,
-            "owner": lease.owner,
-            "holder": lease.holder,
-            "task": lease.task,
-            "scheduled_for": lease.scheduled_for,
-            "trigger": lease.trigger,
-            "attempt": lease.attempt,
-            "now": now.isoformat(timespec="microseconds"),
-            "until": (now + timedelta(seconds=lease_s)).isoformat(timespec="microseconds"),
-        }
-        lapsed = db.execute(sql.LAPSED_LEASE_HOLDER, row).fetchone()
-        if not db.execute(sql.TAKE_LEASE, row).rowcount:
-            return False
-        if lapsed is not None and lease.name.startswith("task:"):
-            self._end_orphans(db, lease, lapsed[0])
-        return True
-
-    def _end_orphans(self, db: sqlite3.Connection, lease: Lease, old_holder: str) -> None:
-        """A task's lease taken after it lapsed, before a sweep took it over: whatever
-        fleet run of the task is still shown running has nobody left to end it."""
-        message = (f"abandoned: {old_holder} stopped renewing its lease; a later slot was"
-                   f" claimed by {lease.holder}")
-        error = json.dumps({"type": "abandoned", "message": message})
-        for (run_id,) in db.execute(sql.RUNNING_FLEET_IDS, (lease.task,)).fetchall():
-            db.execute(sql.MARK_ABANDONED, (now_iso(), error, message, run_id, RUNNING))
-            self._queue(db, run_id)
-
-    def acquire_lease(self, lease: Lease, lease_s: float) -> bool:
-        with self._transaction() as db:
-            return self._take_lease(db, lease, lease_s)
-
-    def renew_leases(self, owner: str, names: list[str], lease_s: float) -> list[str]:
-        until = (datetime.now(UTC) + timedelta(seconds=lease_s)).isoformat(
-            timespec="microseconds"
-        )
-        rows = self._query(sql.RENEW_LEASES, (until, owner, json.dumps(names)))
-        return [row[0] for row in rows]
-
-    def held_leases(self) -> set[str]:
-        return set(self.holding)
-
-    def release_lease(self, name: str, owner: str) -> None:
-        self._write(sql.RELEASE_LEASE, (name, owner))
-
-    def expired_leases(self, grace_s: float) -> list[Lease]:
-        before = (datetime.now(UTC) - timedelta(seconds=grace_s)).isoformat(
-            timespec="microseconds"
-        )
-        return [_lease(row) for row in self._query(sql.EXPIRED_LEASES, (before,))]
-
-    def take_over(self, lease: Lease, owner: str, holder: str, lease_s: float) -> Lease | None:
-        """Move an expired lease to ``owner``, once: of several daemons, one wins."""
-        with self._transaction() as db:
-            now = datetime.now(UTC)
-            moved = db.execute(
-                sql.TAKE_OVER,
-                {
-                    "name": lease.name,
-                    "old": lease.owner,
-                    "owner": owner,
-                    "holder": holder,
-                    "now": now.isoformat(timespec="microseconds"),
-                    "until": (now + timedelta(seconds=lease_s)).isoformat(
-                        timespec="microseconds"
-                    ),
-                },
-            ).rowcount
-        if not moved:
-            return None
-        return Lease(
-            lease.name, owner, holder, lease.task, lease.scheduled_for, lease.trigger,
-            lease.attempt + 1,
-        )
-
-    def lease(self, name: str) -> Lease | None:
-        rows = self._query(sql.GET_LEASE, (name,))
-        return _lease(rows[0]) if rows else None
-
-    def lease_holder(self, name: str) -> str | None:
-        rows = self._query(sql.LIVE_LEASE_HOLDER, (name, now_iso()))
-        return str(rows[0][0]) if rows else None
-
-    # -- hosts -------------------------------------------------------------------------
-
-    def heartbeat(self, host: HostInfo) -> None:
-        self._write(
-            sql.HEARTBEAT,
-            (host.host_id, host.hostname, host.version, host.config_hash, host.started_at,
-             now_iso()),
-        )
-
-    def hosts(self) -> list[HostInfo]:
-        now = datetime.now(UTC)
-        day = (now - timedelta(seconds=HOSTS_WINDOW_S)).isoformat(timespec="microseconds")
-        alive_after = (now - timedelta(seconds=ALIVE_S)).isoformat(timespec="microseconds")
-        return [
-            HostInfo(
-                host_id=row["host_id"],
-                hostname=row["hostname"],
-                version=row["version"],
-                config_hash=row["config_hash"],
-                started_at=row["started_at"],
-                last_seen=row["last_seen"],
-                alive=row["last_seen"] >= alive_after,
-                runs_day=row["runs_day"],
-                failures_day=row["failures_day"],
-            )
-            for row in self._query(sql.HOSTS, {"day": day})
-        ]
 
     # -- automation: check states, notifications, remediation budgets, switches --------
 
@@ -599,121 +419,6 @@ def _leased(
         store.release_lease(lease.name, store.owner)
 
 
-def _own_state_dir(state_dir: Path) -> Path:
-    """The state dir, made 0700 if missing; refused if anyone but us (or root) could
-    change it or a directory on its way: a local user who could swap it would choose
-    what a root daemon reads and writes.  Returns the resolved path, to use from now on."""
-    from toilbox import trust
-    from toilbox.errors import UntrustedPath
-
-    trusted = frozenset({0, os.geteuid()})
-    try:
-        real = trust.require(state_dir, "the state directory", trusted)
-        missing = [d for d in [real, *real.parents] if not d.exists()]
-        for directory in reversed(missing):  # made 0700 one by one: none wider than ours
-            directory.mkdir(mode=0o700, exist_ok=True)
-        info = real.lstat()
-        if info.st_uid != os.geteuid():
-            raise StateError(
-                f"refusing the state directory {state_dir}: it is owned by uid {info.st_uid},"
-                f" not by this user (uid {os.geteuid()})"
-            )
-        return trust.require(real, "the state directory", trusted)
-    except UntrustedPath as exc:
-        raise StateError(str(exc)) from None
-
-
-def _create_private(path: Path) -> bool:
-    """Create the database file 0600 (SQLite would follow the umask), never through a
-    symlink; an existing one is tightened to 0600.  SQLite gives its WAL the same mode.
-    True if it was created here."""
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
-    except FileExistsError:
-        if stat.S_IMODE(path.lstat().st_mode) & 0o077:
-            path.chmod(0o600)
-        return False
-    os.close(fd)
-    return True
-
-
-def _refuse_truncated(path: Path) -> None:
-    """An existing store cut to zero bytes is damage, not a new store: creating one on
-    top would silently drop every slot claim and the whole history."""
-    try:
-        info = path.lstat()
-    except FileNotFoundError:
-        return
-    if stat.S_ISLNK(info.st_mode):
-        raise StateError(f"state store {path} is a symlink; refusing to follow it")
-    if not stat.S_ISREG(info.st_mode):
-        raise StateError(f"state store {path} is not a regular file")
-    if info.st_size == 0:
-        raise StateError(
-            f"state store {path} is empty (0 bytes): it was truncated or damaged; restore it"
-            " from a backup, or move it away to start a new history"
-        )
-
-
-def _migrate(db: sqlite3.Connection, path: Path) -> None:
-    if db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION:
-        return
-    # Two processes may open an old store at once: one migrates, the other then sees it done.
-    db.execute("BEGIN IMMEDIATE")
-    try:
-        version = db.execute("PRAGMA user_version").fetchone()[0]
-        if version > SCHEMA_VERSION:
-            raise StateError(
-                f"state store {path} was written by a newer toilbox (schema {version})"
-            )
-        if version == 0:
-            for statement in _statements(sql.SCHEMA):
-                db.execute(statement)
-        else:
-            for step in range(version + 1, SCHEMA_VERSION + 1):
-                _MIGRATIONS[step](db)
-        db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
-    except BaseException:
-        db.execute("ROLLBACK")
-        raise
-    db.execute("COMMIT")
-
-
-def _statements(script: str) -> list[str]:
-    # One statement at a time: executescript() would commit the transaction first.
-    return [s for s in script.split(";") if s.strip()]
-
-
-def _run_script(script: str) -> Callable[[sqlite3.Connection], None]:
-    def step(db: sqlite3.Connection) -> None:
-        for statement in _statements(script):
-            db.execute(statement)
-
-    return step
-
-
-def _to_v5(db: sqlite3.Connection) -> None:
-    """Hosts and scopes; UTC slots; destinations stored without their secrets."""
-    here = {"here": socket.gethostname()}
-    for statement in _statements(sql.MIGRATE_5):
-        db.execute(statement, here if ":here" in statement else ())
-    for row_id, sent_to in db.execute(sql.NOTIFICATIONS_SENT_TO).fetchall():
-        labels = [destinations.label(url) for url in json.loads(sent_to or "[]")]
-        db.execute(sql.SET_NOTIFICATION_SENT_TO, (json.dumps(labels), row_id))
-    for row_id, destination in db.execute(sql.SENDS).fetchall():
-        db.execute(sql.SET_SEND_DESTINATION, (destinations.key(destination), row_id))
-
-
-# Steps from each older version to the next; a new database gets the schema directly.
-_MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {
-    2: _run_script(sql.MIGRATE_2),
-    3: _run_script(sql.MIGRATE_3),
-    4: _run_script(sql.MIGRATE_4),
-    5: _to_v5,
-    6: _run_script(sql.MIGRATE_6),
-}
-
-
 def _to_row(record: RunRecord) -> dict[str, Any]:
     # Not dataclasses.asdict: it deep-copies metrics and data, only to serialise them.
     row = {name: getattr(record, name) for name in _RUN_COLUMNS}
@@ -737,32 +442,3 @@ def _from_lite(row: sqlite3.Row) -> RunRecord:
     values["error"] = json.loads(values["error"]) if values["error"] is not None else None
     values["dry_run"] = bool(values["dry_run"])
     return RunRecord(**values)
-
-
-def _lease(row: sqlite3.Row) -> Lease:
-    return Lease(
-        name=row["name"],
-        owner=row["owner"],
-        holder=row["holder"],
-        task=row["task"],
-        scheduled_for=row["scheduled_for"],
-        trigger=row["trigger"],
-        attempt=row["attempt"],
-        lease_until=row["lease_until"],
-    )
-
-
-def _explain(exc: sqlite3.Error, state_dir: Path) -> str:
-    """SQLite says "unable to open database file"; the OS knows why (read-only, full, ...)."""
-    probe = state_dir / f".toilbox-write-test-{os.getpid()}"
-    try:
-        fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
-        try:
-            os.write(fd, b"x" * 4096)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-            probe.unlink()
-    except OSError as os_error:
-        return f"{exc} ({os_error.strerror or os_error})"
-    return str(exc)
