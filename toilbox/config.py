@@ -30,7 +30,8 @@ from toilbox.log import MIN_SECRET_LENGTH
 from toilbox.units import Duration, parse_percent
 
 if TYPE_CHECKING:
-    from toilbox.plugins import PluginHost, TaskType
+    from toilbox.plugins import PluginHost
+    from toilbox.tasktypes import TaskType
 
 TASK_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
 HOST_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,99}$")

@@ -94,6 +94,9 @@ class Daemon(TakingOver):
 
     def start(self) -> None:
         """Lock the state dir, close abandoned runs, catch up, then schedule everything."""
+        # Every plugin's code, now: the zygote's attempts then never import a module, and
+        # a reload cannot mix code upgraded on disk since with what is running.
+        self.app.plugins.load_all()
         # First, while this process has a single thread (a database pool starts threads).
         self.zygote = Zygote.start()
         try:

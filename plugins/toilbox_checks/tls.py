@@ -22,6 +22,8 @@ from toilbox_checks.tcp import connect_error
 if TYPE_CHECKING:
     from cryptography import x509
 
+    from toilbox.tasktypes import RegisterTaskType
+
 # OpenSSL's X509_V_ERR_ codes: HOSTNAME_MISMATCH, IP_ADDRESS_MISMATCH; CERT_NOT_YET_VALID,
 # CERT_HAS_EXPIRED.
 _NAME_ERRORS = (62, 64)
@@ -235,3 +237,8 @@ def _names_match(cert: x509.Certificate, server_name: str) -> bool:
             if label and rest == pattern[2:] and "." in rest:
                 return True
     return False
+
+
+@toilbox.hookimpl
+def register_task_types(register: RegisterTaskType) -> None:
+    register("check.tls", run, params=Params)
