@@ -137,7 +137,8 @@ class PluginHost:
         """
         from importlib.metadata import entry_points
 
-        installed = [_entry_point_info(ep) for ep in entry_points(group=ENTRY_POINT_GROUP)]
+        dists = _Dists()
+        installed = [dists.info(ep) for ep in entry_points(group=ENTRY_POINT_GROUP)]
         now = {info.name: info.version or "" for info in installed}
         now.update(_plugin_files(self.plugin_dirs))
         changes = []
@@ -370,10 +371,11 @@ def _entry_point_plugins() -> list[tuple[PluginInfo, ModuleType | None, list[Dec
 
     installed = entry_points()
     plugin_eps = sorted(installed.select(group=ENTRY_POINT_GROUP), key=lambda e: e.name)
-    declared = _declarations(plugin_eps, installed.select(group=DECLARATIONS_GROUP))
+    dists = _Dists()
+    declared = _declarations(plugin_eps, installed.select(group=DECLARATIONS_GROUP), dists)
     found = []
     for ep in plugin_eps:
-        info = _entry_point_info(ep)
+        info = dists.info(ep)
         module = None
         try:
             module = ep.load()
@@ -384,7 +386,7 @@ def _entry_point_plugins() -> list[tuple[PluginInfo, ModuleType | None, list[Dec
 
 
 def _declarations(
-    plugin_eps: list[EntryPoint], declaration_eps: Iterable[EntryPoint]
+    plugin_eps: list[EntryPoint], declaration_eps: Iterable[EntryPoint], dists: _Dists
 ) -> dict[int, list[Declaration]]:
     """The declared task types of each plugin entry point (by ``id``).
 
@@ -394,10 +396,10 @@ def _declarations(
     """
     by_dist: dict[str, list[EntryPoint]] = {}
     for ep in plugin_eps:
-        by_dist.setdefault(_dist_name(ep), []).append(ep)
+        by_dist.setdefault(dists.name(ep), []).append(ep)
     found: dict[int, list[Declaration]] = {}
     for declaration in declaration_eps:
-        candidates = by_dist.get(_dist_name(declaration), [])
+        candidates = by_dist.get(dists.name(declaration), [])
         module = declaration.module
         owners = [
             ep for ep in candidates if module == ep.module or module.startswith(ep.module + ".")
@@ -406,25 +408,40 @@ def _declarations(
         if owner is None and len(candidates) == 1:
             owner = candidates[0]
         if owner is not None:
-            name = _entry_point_info(owner).name
+            name = dists.info(owner).name
             found.setdefault(id(owner), []).append(Declaration(declaration.name, module, name))
     return found
 
 
-def _dist_name(ep: EntryPoint) -> str:
-    return ep.dist.name if ep.dist is not None else "?"
+class _Dists:
+    """Each installed distribution's name and version, read once: every read of either
+    parses the distribution's whole METADATA file again."""
 
+    def __init__(self) -> None:
+        self._seen: dict[int, tuple[str, str | None]] = {}  # by id: the eps keep them alive
 
-def _entry_point_info(ep: EntryPoint) -> PluginInfo:
-    """How an installed plugin is named and described, before it is imported."""
-    dist = ep.dist
-    standard = dist is not None and dist.name == "toilbox"
-    return PluginInfo(
-        name=ep.name if standard else f"{dist.name if dist else '?'}:{ep.name}",
-        source="standard" if standard else "entry point",
-        location=ep.value,
-        version=dist.version if dist else None,
-    )
+    def facts(self, ep: EntryPoint) -> tuple[str, str | None]:
+        dist = ep.dist
+        if dist is None:
+            return "?", None
+        if id(dist) not in self._seen:
+            metadata = dist.metadata
+            self._seen[id(dist)] = (metadata["Name"], metadata["Version"])
+        return self._seen[id(dist)]
+
+    def name(self, ep: EntryPoint) -> str:
+        return self.facts(ep)[0]
+
+    def info(self, ep: EntryPoint) -> PluginInfo:
+        """How an installed plugin is named and described, before it is imported."""
+        name, version = self.facts(ep)
+        standard = name == "toilbox"
+        return PluginInfo(
+            name=ep.name if standard else f"{name}:{ep.name}",
+            source="standard" if standard else "entry point",
+            location=ep.value,
+            version=version,
+        )
 
 
 class _SourceOnlyLoader(importlib.machinery.SourceFileLoader):
