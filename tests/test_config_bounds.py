@@ -21,6 +21,7 @@ import pytest
 from tests.conftest import TOILBOX
 from toilbox import config, plugins, yamlpos
 from toilbox.errors import ConfigError
+from toilbox.resolve import resolve_tasks
 
 CPU_S = 2.0
 PEAK_MB = 200
@@ -172,7 +173,7 @@ def test_aliases_within_the_bounds_still_work(write_config, plugin_dir):
           a: &common {uses: check.faults, schedule: every 1h, with: {summary: shared}}
           b: *common
     """)
-    tasks = config.resolve_tasks(config.load(path), plugins.load([plugin_dir]))
+    tasks = resolve_tasks(config.load(path), plugins.load([plugin_dir]))
     assert tasks["b"].params.summary == "shared"  # type: ignore[attr-defined]
     assert tasks["b"].schedule == "every 1h"
 

@@ -6,6 +6,7 @@ import hashlib
 import json
 import os
 import socket
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -15,6 +16,7 @@ from toilbox import plugins
 from toilbox.config import Config, LoadedConfig, Task
 from toilbox.errors import ConfigError, UsageError
 from toilbox.plugins import PluginHost
+from toilbox.resolve import resolve_tasks
 from toilbox.starter import user_config_path
 from toilbox.store import ReadOnlyHistory, Store, open_history, open_store, recover_abandoned
 
@@ -120,11 +122,15 @@ class App:
             self._store = None
 
 
-def load_app(config_option: str | None) -> App:
-    """Load and check everything; the config's secrets are redacted from here on."""
+def load_app(config_option: str | None, only: Iterable[str] | None = None) -> App:
+    """Load and check the config; the config's secrets are redacted from here on.
+
+    With ``only``, the app holds those tasks (and those their remediation runs): what a
+    one-shot run needs, without importing every other task's plugin module.
+    """
     from toilbox.log import add_secrets
 
     loaded = config_mod.load(find_config(config_option))
     add_secrets(loaded.secrets)
     host = plugins.load(loaded.config.plugin_dirs)
-    return App(loaded, host, config_mod.resolve_tasks(loaded, host))
+    return App(loaded, host, resolve_tasks(loaded, host, only))

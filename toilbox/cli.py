@@ -22,10 +22,10 @@ class _Obj:
     def __init__(self, config: str | None) -> None:
         self.config = config
 
-    def app(self) -> Any:
+    def app(self, only: list[str] | None = None) -> Any:
         from toilbox.app import load_app
 
-        app = load_app(self.config)
+        app = load_app(self.config, only)
         # Closed when the command ends, however it ends: in fleet mode that ships the
         # host runs this command recorded to the shared store.
         click.get_current_context().call_on_close(app.close)
@@ -116,7 +116,10 @@ def run(obj: _Obj, task: str, dry_run: bool, force: bool, as_json: bool) -> int:
     """Run TASK once, now, and exit with its Nagios status (0 OK .. 3 UNKNOWN)."""
     from toilbox.automation import run as run_and_follow
 
-    app = obj.app()
+    # Only this task's parameters are checked (and those of the tasks its remediation
+    # runs): a typo in another task is `validate`'s to report, and does not turn every
+    # check a monitoring system runs UNKNOWN.
+    app = obj.app(only=[task])
     # SIGTERM ends a one-shot run like Ctrl-C: the attempt is killed and recorded.
     previous = signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:

@@ -195,3 +195,11 @@ def line_of(positions: dict[Loc, int], loc: Loc) -> int | None:
         if loc[:end] in positions:
             return positions[loc[:end]]
     return None
+
+
+def located(path: Path, positions: dict[Loc, int], loc: Loc, message: str) -> str:
+    """``file:line: key.path: message``, the shape of every config error."""
+    line = line_of(positions, loc)
+    where = f"{path}:{line}" if line else str(path)
+    key = ".".join(str(part) for part in loc)
+    return f"{where}: {key}: {message}" if key else f"{where}: {message}"
