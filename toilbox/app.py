@@ -100,7 +100,7 @@ class App:
 
     def task(self, name: str) -> Task:
         if name not in self.tasks:
-            known = ", ".join(sorted(self.tasks)) or "none"
+            known = ", ".join(sorted(self.config.tasks)) or "none"  # not only those resolved
             raise UsageError(f'unknown task "{name}" in {self.loaded.path} (tasks: {known})')
         return self.tasks[name]
 
