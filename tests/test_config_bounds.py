@@ -129,7 +129,7 @@ HOSTILE: dict[str, tuple[Callable[[Path], Path], str]] = {
     "a date with year 0": (_write("state_dir: 0000-01-01\n"), ":1: cannot read this value: year 0 is out of range"),
     "a key that is a list": (_write("? [a, b]\n: 1\n"), ":1: "),
     "a NUL in the config": (_write(b"tasks: {}\n\x00\n"), "YAML error"),
-    "a config over 4 MiB": (_write("# " + "x" * (4 << 20) + "\n"), "cannot read config: it is larger than 4 MiB"),
+    "a config over 16 MiB": (_write("# " + "x" * (16 << 20) + "\n"), "cannot read config: it is larger than 16 MiB"),
     "the config is a directory": (_directory, "cannot read config: it is a directory, not a regular file"),
     "the config is a fifo": (_fifo, "cannot read config: it is a fifo, not a regular file"),
     "the config is /dev/zero": (lambda tmp_path: Path("/dev/zero"),

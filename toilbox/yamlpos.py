@@ -26,8 +26,10 @@ Loc = tuple[str | int, ...]
 _STR_TAG = "tag:yaml.org,2002:str"
 _INT_TAG = "tag:yaml.org,2002:int"
 
-MAX_BYTES = 4 << 20  # 6x a 10,000-task config
-MAX_VALUES = 200_000  # keys and values, counted again each time an alias repeats them
+MAX_BYTES = 16 << 20  # 3x a 50,000-task config with parameters
+# Keys and values, counted again each time an alias repeats them: 50,000 tasks with
+# parameters are about 500,000.
+MAX_VALUES = 1_000_000
 MAX_DEPTH = 64
 MAX_INT_DIGITS = 20  # beyond 64 bits nothing in a config means anything
 
