@@ -19,12 +19,13 @@ from toilbox.config import Config, LoadedConfig, Task
 from toilbox.errors import ConfigError, UsageError
 from toilbox.plugins import PluginHost
 from toilbox.resolve import resolve_tasks
-from toilbox.starter import user_config_path
 from toilbox.store import ReadOnlyHistory, Store, open_history, open_store, recover_abandoned
 
 
 def config_candidates() -> list[Path]:
     """Where a config is looked for, after ``-c`` and ``$TOILBOX_CONFIG``."""
+    from toilbox.starter import user_config_path  # not needed when -c names the config
+
     return [
         Path("toilbox.yaml"),
         user_config_path(),
