@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import socket
@@ -92,6 +91,8 @@ class App:
     def config_hash(self) -> str:
         """What every host of a fleet should agree on: the tasks and policies, not the
         per-host keys (host_id, state_dir, http)."""
+        import hashlib  # fleet mode's: not every command's start-up
+
         from toilbox.log import redact
 
         shared = self.config.model_dump(
