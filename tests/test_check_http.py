@@ -20,7 +20,6 @@ import pytest
 from pydantic import ValidationError
 
 import toilbox
-import toilbox_checks
 from tests.certs import make_cert, server_context
 from tests.checks import context, metric
 from toilbox import Metric, Status
@@ -475,7 +474,8 @@ def test_the_package_registers_the_new_checks() -> None:
     def register(name: str, fn: Any, *, params: Any, description: str | None = None) -> None:
         registered[name] = (fn, params)
 
-    toilbox_checks.register_task_types(register)
+    for module in (http_check, tcp, tls, process, file_age):
+        module.register_task_types(register)
     assert registered["check.http"] == (http_check.run, http_check.Params)
     assert registered["check.tcp"] == (tcp.run, tcp.Params)
     assert registered["check.tls"] == (tls.run, tls.Params)

@@ -8,11 +8,12 @@ import pytest
 
 from toilbox import config, plugins
 from toilbox.errors import ConfigError
+from toilbox.resolve import resolve_tasks
 
 
 def load(path: Path, plugin_dir: Path) -> dict[str, config.Task]:
     loaded = config.load(path)
-    return config.resolve_tasks(loaded, plugins.load([plugin_dir]))
+    return resolve_tasks(loaded, plugins.load([plugin_dir]))
 
 
 def test_defaults_apply_and_tasks_override_them(write_config, plugin_dir):
@@ -61,7 +62,7 @@ def test_secrets_from_env_and_file(write_config, plugin_dir, tmp_path, monkeypat
           b: {{uses: check.faults, with: {{summary: "literal $${{NOT_A_SECRET}}"}}}}
     """)
     loaded = config.load(path)
-    tasks = config.resolve_tasks(loaded, plugins.load([plugin_dir]))
+    tasks = resolve_tasks(loaded, plugins.load([plugin_dir]))
     assert tasks["a"].params.summary == "t=s3cr3t-token f=file-secret"  # type: ignore[attr-defined]
     assert tasks["b"].params.summary == "literal ${NOT_A_SECRET}"  # type: ignore[attr-defined]
     assert loaded.secrets == {"s3cr3t-token", "file-secret"}

@@ -21,6 +21,7 @@ import pytest
 from tests.conftest import TOILBOX
 from toilbox import config, plugins, yamlpos
 from toilbox.errors import ConfigError
+from toilbox.resolve import resolve_tasks
 
 CPU_S = 2.0
 PEAK_MB = 200
@@ -128,7 +129,7 @@ HOSTILE: dict[str, tuple[Callable[[Path], Path], str]] = {
     "a date with year 0": (_write("state_dir: 0000-01-01\n"), ":1: cannot read this value: year 0 is out of range"),
     "a key that is a list": (_write("? [a, b]\n: 1\n"), ":1: "),
     "a NUL in the config": (_write(b"tasks: {}\n\x00\n"), "YAML error"),
-    "a config over 4 MiB": (_write("# " + "x" * (4 << 20) + "\n"), "cannot read config: it is larger than 4 MiB"),
+    "a config over 16 MiB": (_write("# " + "x" * (16 << 20) + "\n"), "cannot read config: it is larger than 16 MiB"),
     "the config is a directory": (_directory, "cannot read config: it is a directory, not a regular file"),
     "the config is a fifo": (_fifo, "cannot read config: it is a fifo, not a regular file"),
     "the config is /dev/zero": (lambda tmp_path: Path("/dev/zero"),
@@ -172,7 +173,7 @@ def test_aliases_within_the_bounds_still_work(write_config, plugin_dir):
           a: &common {uses: check.faults, schedule: every 1h, with: {summary: shared}}
           b: *common
     """)
-    tasks = config.resolve_tasks(config.load(path), plugins.load([plugin_dir]))
+    tasks = resolve_tasks(config.load(path), plugins.load([plugin_dir]))
     assert tasks["b"].params.summary == "shared"  # type: ignore[attr-defined]
     assert tasks["b"].schedule == "every 1h"
 

@@ -22,6 +22,7 @@ from hypothesis import strategies as st
 
 from toilbox import config, plugins
 from toilbox.errors import ToilboxError
+from toilbox.resolve import resolve_tasks
 
 SHIPPED = sorted((Path(__file__).parent.parent / "configs").rglob("*.yaml"))
 TEXTS = [path.read_text() for path in SHIPPED]
@@ -92,7 +93,7 @@ def _secrets_the_examples_use() -> None:
 def test_the_shipped_configs_load_unmutated(workdir):
     host = plugins.load()
     for path in SHIPPED:
-        config.resolve_tasks(config.load(path), host)
+        resolve_tasks(config.load(path), host)
 
 
 @settings(
@@ -109,7 +110,7 @@ def test_a_mutated_config_loads_or_is_one_clear_error(workdir, text):
     try:
         loaded = config.load(path)
         # The standard plugins only: a mutation must not point plugin_dirs at real code.
-        config.resolve_tasks(loaded, plugins.load())
+        resolve_tasks(loaded, plugins.load())
     except ToilboxError as exc:
         message = str(exc)
         assert message.startswith(str(path)) or message.startswith("refusing"), message

@@ -11,10 +11,20 @@ The public API for plugin authors::
 
 from __future__ import annotations
 
-from toilbox.context import TaskContext
-from toilbox.errors import TaskFailed
-from toilbox.hookspecs import hookimpl
-from toilbox.result import Metric, Result, Status, worst
+import gc as _gc
+
+# Imports allocate much and free nothing: no collection meanwhile (toilbox.memory).
+_collecting = _gc.isenabled()
+_gc.disable()
+try:
+    from toilbox import _structlog  # noqa: F401  (first: see its docstring)
+    from toilbox.context import TaskContext
+    from toilbox.errors import TaskFailed
+    from toilbox.hookspecs import hookimpl
+    from toilbox.result import Metric, Result, Status, worst
+finally:
+    if _collecting:
+        _gc.enable()
 
 __all__ = ["Metric", "Result", "Status", "TaskContext", "TaskFailed", "hookimpl", "worst"]
 __version__ = "0.1.0"

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import socket
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -14,13 +14,16 @@ from toilbox import config as config_mod
 from toilbox import plugins
 from toilbox.config import Config, LoadedConfig, Task
 from toilbox.errors import ConfigError, UsageError
+from toilbox.memory import paused_gc
 from toilbox.plugins import PluginHost
-from toilbox.starter import user_config_path
+from toilbox.resolve import resolve_tasks
 from toilbox.store import ReadOnlyHistory, Store, open_history, open_store, recover_abandoned
 
 
 def config_candidates() -> list[Path]:
     """Where a config is looked for, after ``-c`` and ``$TOILBOX_CONFIG``."""
+    from toilbox.starter import user_config_path  # not needed when -c names the config
+
     return [
         Path("toilbox.yaml"),
         user_config_path(),
@@ -88,6 +91,8 @@ class App:
     def config_hash(self) -> str:
         """What every host of a fleet should agree on: the tasks and policies, not the
         per-host keys (host_id, state_dir, http)."""
+        import hashlib  # fleet mode's: not every command's start-up
+
         from toilbox.log import redact
 
         shared = self.config.model_dump(
@@ -98,7 +103,7 @@ class App:
 
     def task(self, name: str) -> Task:
         if name not in self.tasks:
-            known = ", ".join(sorted(self.tasks)) or "none"
+            known = ", ".join(sorted(self.config.tasks)) or "none"  # not only those resolved
             raise UsageError(f'unknown task "{name}" in {self.loaded.path} (tasks: {known})')
         return self.tasks[name]
 
@@ -120,11 +125,17 @@ class App:
             self._store = None
 
 
-def load_app(config_option: str | None) -> App:
-    """Load and check everything; the config's secrets are redacted from here on."""
+def load_app(config_option: str | None, only: Iterable[str] | None = None) -> App:
+    """Load and check the config; the config's secrets are redacted from here on.
+
+    With ``only``, the app holds those tasks (and those their remediation runs): what a
+    one-shot run needs, without importing every other task's plugin module.
+    """
     from toilbox.log import add_secrets
 
-    loaded = config_mod.load(find_config(config_option))
-    add_secrets(loaded.secrets)
-    host = plugins.load(loaded.config.plugin_dirs)
-    return App(loaded, host, config_mod.resolve_tasks(loaded, host))
+    with paused_gc():
+        loaded = config_mod.load(find_config(config_option))
+        add_secrets(loaded.secrets)
+        host = plugins.load(loaded.config.plugin_dirs)
+        return App(loaded, host, resolve_tasks(loaded, host, only))
+

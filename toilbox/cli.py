@@ -10,7 +10,7 @@ from typing import Any, NoReturn
 
 import click
 
-from toilbox import __version__, render
+from toilbox import __version__
 from toilbox.errors import EXIT_UNKNOWN, ToilboxError
 from toilbox.result import Status
 from toilbox.terminal import printable
@@ -22,10 +22,13 @@ class _Obj:
     def __init__(self, config: str | None) -> None:
         self.config = config
 
-    def app(self) -> Any:
-        from toilbox.app import load_app
+    def app(self, only: list[str] | None = None) -> Any:
+        from toilbox.memory import paused_gc
 
-        app = load_app(self.config)
+        with paused_gc():  # most of a command's start-up: imports, the config, plugins
+            from toilbox.app import load_app
+
+            app = load_app(self.config, only)
         # Closed when the command ends, however it ends: in fleet mode that ships the
         # host runs this command recorded to the shared store.
         click.get_current_context().call_on_close(app.close)
@@ -114,9 +117,16 @@ def cli(
 @click.pass_obj
 def run(obj: _Obj, task: str, dry_run: bool, force: bool, as_json: bool) -> int:
     """Run TASK once, now, and exit with its Nagios status (0 OK .. 3 UNKNOWN)."""
-    from toilbox.automation import run as run_and_follow
+    from toilbox.memory import paused_gc
 
-    app = obj.app()
+    # Only this task's parameters are checked (and those of the tasks its remediation
+    # runs): a typo in another task is `validate`'s to report, and does not turn every
+    # check a monitoring system runs UNKNOWN.
+    app = obj.app(only=[task])
+    with paused_gc():
+        from toilbox import render
+        from toilbox.automation import run as run_and_follow
+
     # SIGTERM ends a one-shot run like Ctrl-C: the attempt is killed and recorded.
     previous = signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
@@ -185,6 +195,7 @@ def validate(obj: _Obj, as_json: bool) -> None:
 @click.pass_obj
 def list_tasks(obj: _Obj, as_json: bool) -> None:
     """List tasks: type, schedule, next fire time and last status (no daemon needed)."""
+    from toilbox import render
     from toilbox.listing import task_rows
 
     rows = task_rows(obj.app())
@@ -199,6 +210,7 @@ def plugins(obj: _Obj, as_json: bool) -> int:
 
     Exits 1 when a plugin is broken, so that a deploy can be gated on it.
     """
+    from toilbox import render
     from toilbox.listing import plugin_rows
 
     rows = plugin_rows(obj.config)
@@ -257,6 +269,8 @@ def history(
     obj: _Obj, task: str | None, limit: int, chain_of: str | None, host: str | None, as_json: bool
 ) -> None:
     """Show recorded runs, newest first."""
+    from toilbox import render
+
     app = obj.app()
     if chain_of is not None:
         from toilbox.automation import chain
@@ -278,6 +292,7 @@ def history(
 @click.pass_obj
 def fleet(obj: _Obj, as_json: bool) -> None:
     """List the daemons sharing this store: host, version, config hash, last seen."""
+    from toilbox import render
     from toilbox.fleet import fleet_view
 
     view = fleet_view(obj.app())

@@ -1,8 +1,9 @@
-"""The config file: YAML → validated pydantic models → resolved tasks.
+"""The config file: YAML → validated pydantic models.
 
 Every error names the file, the line and the key: ``toilbox.yaml:12: tasks.x.with.y: ...``.
 Loading happens in two steps because ``plugin_dirs`` decides which task types exist:
-``load`` checks the file's own shape, ``resolve_tasks`` checks each task's parameters.
+``load`` (here) checks the file's own shape, ``resolve.resolve_tasks`` checks each task's
+type and parameters.  ``${...}`` references are resolved by ``references``.
 """
 
 from __future__ import annotations
@@ -24,18 +25,17 @@ from pydantic import (
     model_validator,
 )
 
-from toilbox import files, schedule, yamlpos
+from toilbox import references, schedule, yamlpos
 from toilbox.errors import ConfigError
 from toilbox.log import MIN_SECRET_LENGTH
 from toilbox.units import Duration, parse_percent
+from toilbox.yamlpos import located
 
 if TYPE_CHECKING:
-    from toilbox.plugins import PluginHost, TaskType
+    from toilbox.tasktypes import TaskType
 
 TASK_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
 HOST_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,99}$")
-_SECRET = re.compile(r"\$(\$?)\{([^}]*)\}")
-MAX_SECRET_FILE_BYTES = 64 * 1024  # keys and certificates fit; /dev/zero does not
 
 
 class _Strict(BaseModel):
@@ -356,14 +356,6 @@ class LoadedConfig:
         return located(self.path, self.positions, loc, message)
 
 
-def located(path: Path, positions: dict[yamlpos.Loc, int], loc: yamlpos.Loc, message: str) -> str:
-    """``file:line: key.path: message``, the shape of every config error."""
-    line = yamlpos.line_of(positions, loc)
-    where = f"{path}:{line}" if line else str(path)
-    key = ".".join(str(part) for part in loc)
-    return f"{where}: {key}: {message}" if key else f"{where}: {message}"
-
-
 @dataclass(frozen=True)
 class Task:
     """A configured task, with its defaults applied and its parameters validated."""
@@ -397,13 +389,13 @@ def load(path: Path) -> LoadedConfig:
         raise ConfigError(f"{path}:1: the config must be a mapping of keys (state_dir, tasks, ...)")
     secrets: dict[str, str] = {}  # value -> a message, should it be too short to redact
     problems: list[str] = []
-    data = _resolve_secrets(data, (), secrets, problems, path, positions)
+    data = references.resolve(data, (), secrets, problems, path, positions)
     if problems:
         raise ConfigError("\n".join(problems))
     try:
         config = Config.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(_format_errors(path, positions, exc, ())) from None
+        raise ConfigError(format_errors(path, positions, exc, ())) from None
     base = path.parent
     config = config.model_copy(
         update={
@@ -416,74 +408,15 @@ def load(path: Path) -> LoadedConfig:
     return LoadedConfig(path, config, positions, redacted, plain)
 
 
-def resolve_tasks(loaded: LoadedConfig, host: PluginHost) -> dict[str, Task]:
-    """Check every task's type and parameters against the plugins; report all problems."""
-    config = loaded.config
-    tasks: dict[str, Task] = {}
-    problems: list[str] = []
-    for name, spec in config.tasks.items():
-        loc: yamlpos.Loc = ("tasks", name)
-        task_type = host.task_types.get(spec.uses)
-        if task_type is None:
-            problems.append(loaded.error((*loc, "uses"), host.explain_unknown(spec.uses)))
-            continue
-        try:
-            # The context lets a params field (toilbox.units.ConfigPath) read a relative
-            # path from the config's directory, as state_dir and plugin_dirs are.
-            params = task_type.params.model_validate(
-                spec.with_, context={"config_dir": loaded.config_dir}
-            )
-        except ValidationError as exc:
-            problems.append(_format_errors(loaded.path, loaded.positions, exc, (*loc, "with")))
-            continue
-        # The values themselves: a dump would turn durations back into text ("0s").
-        override = {k: v for k, v in spec.retry if v is not None} if spec.retry else {}
-        tasks[name] = Task(
-            name=name,
-            type=task_type,
-            params=params,
-            schedule=spec.schedule,
-            timeout=spec.timeout or config.defaults.timeout,
-            retry=config.defaults.retry.model_copy(update=override),
-            enabled=spec.enabled,
-            description=spec.description,
-            scope=spec.scope,
-            timezone=spec.timezone or config.timezone,
-            jitter=spec.jitter,
-            on_missed=spec.on_missed,
-            catchup_window=spec.catchup_window,
-            catchup_max=spec.catchup_max,
-            hard_after=spec.hard_after,
-            notify=tuple(spec.notify),
-            remediate=spec.remediate,
-            ping=spec.ping,
-        )
-    for name, task in tasks.items():
-        if task.remediate is None:
-            continue
-        loc = ("tasks", name, "remediate")
-        if task.type.kind != "check":
-            problems.append(
-                loaded.error(loc, f"only checks remediate (this task is a {task.type.kind})")
-            )
-        for index, target in enumerate(task.remediate.run):
-            if target == name:
-                problems.append(loaded.error((*loc, "run", index), "a check cannot fix itself"))
-            elif target not in config.tasks:
-                problems.append(loaded.error((*loc, "run", index), f'no task named "{target}"'))
-    if problems:
-        raise ConfigError("\n".join(problems))
-    return tasks
-
-
 def _absolute(path: Path, base: Path) -> Path:
     path = path.expanduser()
     return path if path.is_absolute() else (base / path).resolve()
 
 
-def _format_errors(
+def format_errors(
     path: Path, positions: dict[yamlpos.Loc, int], exc: ValidationError, prefix: yamlpos.Loc
 ) -> str:
+    """pydantic's errors as config errors, one line each: ``file:line: key: message``."""
     lines = []
     for error in exc.errors(include_url=False):
         loc = (*prefix, *error["loc"])
@@ -506,81 +439,3 @@ def _shown(value: Any) -> str:
     if isinstance(value, list):
         return "a list"
     return repr(value)
-
-
-def _resolve_secrets(
-    value: Any,
-    loc: yamlpos.Loc,
-    secrets: dict[str, str],
-    problems: list[str],
-    path: Path,
-    positions: dict[yamlpos.Loc, int],
-) -> Any:
-    """Replace ``${NAME}`` and ``${file:/path}`` in every string; ``$${`` is a literal ``${``.
-
-    ``secrets`` gathers each resolved value, with the note ``validate`` shows if the value
-    turns out too short to be treated as a secret.
-    """
-    if isinstance(value, dict):
-        return {
-            k: _resolve_secrets(v, (*loc, k), secrets, problems, path, positions)
-            for k, v in value.items()
-        }
-    if isinstance(value, list):
-        return [
-            _resolve_secrets(v, (*loc, i), secrets, problems, path, positions)
-            for i, v in enumerate(value)
-        ]
-    if not isinstance(value, str) or "${" not in value:
-        return value
-
-    def substitute(match: re.Match[str]) -> str:
-        if match[1]:
-            return "${" + match[2] + "}"
-        reference = match[2]
-        if reference.startswith("file:"):
-            secret, reason = _read_secret_file(reference[5:])
-        else:
-            secret, reason = _read_secret_variable(reference)
-        if reason is not None:
-            problems.append(located(path, positions, loc, reason))
-            return ""
-        secrets.setdefault(
-            secret,
-            located(
-                path,
-                positions,
-                loc,
-                f"${{{reference}}} is shorter than {MIN_SECRET_LENGTH} characters: it is"
-                " treated as plain config, not as a secret, and is not redacted",
-            ),
-        )
-        return secret
-
-    return _SECRET.sub(substitute, value)
-
-
-def _read_secret_file(name: str) -> tuple[str, str | None]:
-    """The file's text, trailing whitespace removed; or why it cannot be a secret."""
-    try:
-        raw = files.read_regular(Path(name).expanduser(), MAX_SECRET_FILE_BYTES)
-    except OSError as exc:
-        return "", f"cannot read secret file {name}: {exc.strerror or exc}"
-    try:
-        secret = raw.decode("utf-8").strip()
-    except UnicodeDecodeError:
-        return "", f"secret file {name} is not UTF-8 text"
-    if "\0" in secret:
-        return "", f"secret file {name} holds a NUL byte"
-    return secret, None
-
-
-def _read_secret_variable(name: str) -> tuple[str, str | None]:
-    if name not in os.environ:
-        return "", f"environment variable {name} is not set"
-    secret = os.environ[name]
-    try:
-        secret.encode("utf-8")  # undecodable bytes arrive as surrogates, which nothing stores
-    except UnicodeEncodeError:
-        return "", f"environment variable {name} is not UTF-8 text"
-    return secret, None

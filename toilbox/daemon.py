@@ -114,6 +114,9 @@ class Daemon(TakingOver):
 
     def start(self) -> None:
         """Lock the state dir, close abandoned runs, catch up, then schedule everything."""
+        # Every plugin's code, now: the zygote's attempts then never import a module, and
+        # a reload cannot mix code upgraded on disk since with what is running.
+        self.app.plugins.load_all()
         # What start-up built (config, plugins, imports) lives as long as the daemon: the
         # collector need not walk it again on every full collection, whose work grows
         # with the number of tasks (at 1,000 tasks, perf: 8% of the daemon's CPU went to

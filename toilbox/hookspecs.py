@@ -14,7 +14,7 @@ if TYPE_CHECKING:
     import click
 
     from toilbox.models import Notification, RunRecord
-    from toilbox.plugins import RegisterTaskType
+    from toilbox.tasktypes import RegisterTaskType
 
 hookspec = pluggy.HookspecMarker("toilbox")
 hookimpl = pluggy.HookimplMarker("toilbox")

@@ -43,11 +43,14 @@ def plugin_rows(config_option: str | None) -> list[dict[str, Any]]:
     dirs: list[Path] = []
     if _has_config(config_option):
         dirs = config_mod.load(find_config(config_option)).config.plugin_dirs
-    return [info.to_json() for info in plugins.load(dirs).plugins]
+    host = plugins.load(dirs)
+    host.load_all()  # the whole list: every declared type's module, its description
+    return [info.to_json() for info in host.plugins]
 
 
 def validation(app: App) -> dict[str, Any]:
     """A config that loaded: where it is, its tasks, and the plugins that did not load."""
+    app.plugins.load_all()  # a plugin broken in a type no task uses yet is reported too
     return {
         "config": str(app.loaded.path),
         "ok": True,

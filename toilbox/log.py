@@ -100,8 +100,13 @@ def configure(fmt: str | None = None, level: str = "info", stream: TextIO | None
         structlog.processors.format_exc_info,
         _redact_processor,
     ]
+    # format_exc_info (above) leaves the console renderer no traceback to draw; naming
+    # its formatter anyway keeps it from depending on whether rich is installed.
     renderer: Any = (
-        structlog.dev.ConsoleRenderer(colors=stream.isatty() and not os.environ.get("NO_COLOR"))
+        structlog.dev.ConsoleRenderer(
+            colors=stream.isatty() and not os.environ.get("NO_COLOR"),
+            exception_formatter=structlog.dev.plain_traceback,
+        )
         if fmt == "console"
         else structlog.processors.JSONRenderer()
     )

@@ -3,7 +3,9 @@
 Plugins come from the ``toilbox`` entry-point group (the standard plugins register
 there exactly as a third-party package does) and from ``*.py`` files in the configured
 ``plugin_dirs``.  A plugin that fails to load is recorded as broken and skipped; it never
-takes the others down.
+takes the others down.  A plugin whose package declares its task types (the
+``toilbox.task_types`` group, see ``tasktypes``) has each type's module imported only when
+a task of that type is validated or run.
 """
 
 from __future__ import annotations
@@ -11,77 +13,53 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
+import importlib
 import importlib.machinery
 import importlib.util
 import inspect
 import os
 import re
 import sys
+import threading
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 import pluggy
 import structlog
-from pydantic import BaseModel
 
 from toilbox import hookspecs, trust
+from toilbox.tasktypes import (
+    DECLARATIONS_GROUP,
+    TASK_TYPE_NAME,
+    Declaration,
+    RegisterTaskType,
+    Registrar,
+    TaskFunction,
+    TaskType,
+    TaskTypes,
+)
 
 if TYPE_CHECKING:
     from importlib.metadata import EntryPoint
 
     import click
 
-    from toilbox.context import TaskContext
     from toilbox.models import Notification, RunRecord
-    from toilbox.result import Result
+
+# Re-exported: plugins written before tasktypes existed import these from here.
+__all__ = ["PluginHost", "PluginInfo", "RegisterTaskType", "TaskFunction", "TaskType", "load"]
 
 ENTRY_POINT_GROUP = "toilbox"
-TASK_TYPE_NAME = re.compile(r"^(check|cleanup|report)\.[a-z0-9][a-z0-9_-]*$")
 PLUGIN_DIR_PREFIX = "toilbox_plugin_dir_"
 # Hooks that must not raise: each implementation is called on its own terms, and one that
 # raises is logged while the others still run (register_task_types is called per plugin).
 ISOLATED_HOOKS = frozenset({"run_finished", "notify", "register_commands"})
 NO_HOOKS = "implements no hooks"
 
-TaskFunction = Callable[["TaskContext", Any], "Result"]
 log = structlog.get_logger("toilbox.plugins")
-
-
-class RegisterTaskType(Protocol):
-    """The ``register`` callback a ``register_task_types`` implementation is given."""
-
-    def __call__(
-        self,
-        name: str,
-        fn: TaskFunction,
-        *,
-        params: type[BaseModel],
-        description: str | None = None,
-    ) -> None:
-        """Declare the task type ``name`` (``<check|cleanup|report>.<lower-case name>``).
-
-        ``fn(ctx, params)`` does the work and returns a Result; ``params`` is a pydantic
-        model that validates the task's ``with:`` when the config loads; ``description``
-        (default: the first line of ``fn``'s docstring) shows in ``toilbox plugins``
-        and the schema.  A bad name, a non-model ``params`` or a name already taken
-        marks the plugin broken.
-        """
-
-
-@dataclass(frozen=True)
-class TaskType:
-    name: str
-    fn: TaskFunction
-    params: type[BaseModel]
-    plugin: str
-    description: str
-
-    @property
-    def kind(self) -> str:
-        return self.name.split(".", 1)[0]
 
 
 @dataclass
@@ -117,13 +95,20 @@ class PluginHost:
 
     pm: pluggy.PluginManager
     plugins: list[PluginInfo]
-    task_types: dict[str, TaskType]
+    task_types: TaskTypes
     sources: dict[str, str] = field(default_factory=dict)  # what was loaded: see stale()
     plugin_dirs: tuple[Path, ...] = ()
+
+    def load_all(self) -> None:
+        """Import every declared task type now (for listings, and before a daemon forks)."""
+        self.task_types.load_all()
 
     def explain_unknown(self, type_name: str) -> str:
         import difflib
 
+        failure = self.task_types.failure(type_name)
+        if failure is not None:
+            return f'task type "{type_name}" could not be loaded: {failure}'
         message = f'unknown task type "{type_name}"'
         close = difflib.get_close_matches(type_name, self.task_types, n=1)
         if close:
@@ -152,7 +137,8 @@ class PluginHost:
         """
         from importlib.metadata import entry_points
 
-        installed = [_entry_point_info(ep) for ep in entry_points(group=ENTRY_POINT_GROUP)]
+        dists = _Dists()
+        installed = [dists.info(ep) for ep in entry_points(group=ENTRY_POINT_GROUP)]
         now = {info.name: info.version or "" for info in installed}
         now.update(_plugin_files(self.plugin_dirs))
         changes = []
@@ -204,9 +190,15 @@ def build(plugin_dirs: Iterable[Path] = ()) -> PluginHost:
     pm = pluggy.PluginManager("toilbox")
     pm.add_hookspecs(hookspecs)
     infos: list[PluginInfo] = []
-    for shared_info, module in _entry_point_plugins():
+    by_name: dict[str, PluginInfo] = {}
+    task_types = TaskTypes(lambda declaration: _load_declared(task_types, by_name, declaration))
+    declaring: set[str] = set()  # plugins whose types come from their declarations
+    for shared_info, module, declarations in _entry_point_plugins():
         info = dataclasses.replace(shared_info, hooks=[], task_types=[], descriptions={})
         infos.append(info)
+        if declarations:
+            declaring.add(info.name)
+            _declare(task_types, info, declarations, module is not None)
         if module is not None:
             _register(pm, info, module)
     for directory in plugin_dirs:
@@ -214,16 +206,90 @@ def build(plugin_dirs: Iterable[Path] = ()) -> PluginHost:
             infos.append(info)
             if module is not None:
                 _register(pm, info, module)
+    by_name.update((info.name, info) for info in infos)
     _drop_misspelt_hooks(pm, infos)
-    task_types = _collect_task_types(pm, infos)
+    _collect_task_types(pm, infos, task_types, declaring)
     for info in infos:
         plugin = pm.get_plugin(info.name)
         if plugin is not None:
             info.hooks = sorted(impl.name for impl in pm.get_hookcallers(plugin) or [])
-            if not info.hooks and info.error is None:
-                info.warning = _no_hooks(plugin)
+        if info.name in declaring and "register_task_types" not in info.hooks:
+            info.hooks = sorted([*info.hooks, "register_task_types"])
+        if plugin is not None and not info.hooks and info.error is None:
+            info.warning = _no_hooks(plugin)
     sources = {info.name: info.version or "" for info in infos if info.source != "plugin dir"}
     return PluginHost(pm, infos, task_types, {**sources, **files}, plugin_dirs)
+
+
+def _declare(
+    task_types: TaskTypes, info: PluginInfo, declarations: list[Declaration], loaded: bool
+) -> None:
+    """Make a plugin's declared task types known, each to be loaded on first use."""
+    for declaration in declarations:
+        holder = task_types.holder(declaration.name)
+        if not TASK_TYPE_NAME.match(declaration.name):
+            info.error = info.error or (
+                f'{DECLARATIONS_GROUP} declares "{declaration.name}": a task type name is'
+                " <check|cleanup|report>.<lower-case name>"
+            )
+        elif holder is not None:
+            info.error = info.error or f"{declaration.name} is already registered by {holder}"
+        elif not loaded:  # the plugin's own module failed: say so for each of its types
+            task_types.fail(declaration.name, f"plugin {info.name} is broken: {info.error}")
+        else:
+            task_types.declare(declaration)
+            info.task_types.append(declaration.name)
+
+
+_loading = threading.Lock()
+
+
+def _load_declared(
+    task_types: TaskTypes, by_name: Mapping[str, PluginInfo], declaration: Declaration
+) -> None:
+    """Import a declared task type's module and call its ``register_task_types`` hook.
+
+    What it registers is added (a name it does not hold is refused); a declared type it
+    does not register, or a module that fails, marks the plugin broken.
+    """
+    info = by_name[declaration.plugin]
+    with _loading:
+        pending = task_types.pending(declaration.module)
+        if not pending:  # another thread loaded it meanwhile
+            return
+        ours = {d.name for d in pending}
+
+        def taken(name: str) -> str | None:
+            return None if name in ours else task_types.holder(name)
+
+        registrar = Registrar(info.name, taken)
+        try:
+            module = importlib.import_module(declaration.module)
+            hook = getattr(module, "register_task_types", None)
+            if hook is None or not hasattr(hook, "toilbox_impl"):
+                raise LookupError(
+                    f"{declaration.module} has no register_task_types marked @toilbox.hookimpl"
+                )
+            wanted = inspect.signature(hook).parameters
+            hook(**{"register": registrar} if "register" in wanted else {})
+        except Exception as exc:
+            reason = f"{declaration.module}: {_describe(exc)}"
+            info.error = info.error or reason
+            for missing in pending:
+                task_types.fail(missing.name, f"plugin {info.name} is broken: {reason}")
+            return
+        for task_type in registrar.declared:
+            task_types[task_type.name] = task_type
+            if task_type.name not in info.task_types:
+                info.task_types.append(task_type.name)
+            info.descriptions[task_type.name] = task_type.description
+        for missing in (d for d in pending if task_types.is_pending(d.name)):
+            reason = (
+                f"{DECLARATIONS_GROUP} declares {missing.name} in {missing.module},"
+                " whose register_task_types did not register it"
+            )
+            info.error = info.error or reason
+            task_types.fail(missing.name, f"plugin {info.name} is broken: {reason}")
 
 
 def _register(pm: pluggy.PluginManager, info: PluginInfo, module: ModuleType) -> None:
@@ -295,32 +361,87 @@ def _plugin_files(plugin_dirs: Iterable[Path]) -> dict[str, str]:
 
 
 @functools.cache
-def _entry_point_plugins() -> list[tuple[PluginInfo, ModuleType | None]]:
-    """Scanned and imported once per process: every plugin host shares the modules."""
+def _entry_point_plugins() -> list[tuple[PluginInfo, ModuleType | None, list[Declaration]]]:
+    """Scanned and imported once per process: every plugin host shares the modules.
+
+    Each plugin comes with the task types its package declares (none: it registers
+    them when the host is built).
+    """
     from importlib.metadata import entry_points
 
+    installed = entry_points()
+    plugin_eps = sorted(installed.select(group=ENTRY_POINT_GROUP), key=lambda e: e.name)
+    dists = _Dists()
+    declared = _declarations(plugin_eps, installed.select(group=DECLARATIONS_GROUP), dists)
     found = []
-    for ep in sorted(entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name):
-        info = _entry_point_info(ep)
+    for ep in plugin_eps:
+        info = dists.info(ep)
         module = None
         try:
             module = ep.load()
         except Exception as exc:
             info.error = _describe(exc)
-        found.append((info, module))
+        found.append((info, module, declared.get(id(ep), [])))
     return found
 
 
-def _entry_point_info(ep: EntryPoint) -> PluginInfo:
-    """How an installed plugin is named and described, before it is imported."""
-    dist = ep.dist
-    standard = dist is not None and dist.name == "toilbox"
-    return PluginInfo(
-        name=ep.name if standard else f"{dist.name if dist else '?'}:{ep.name}",
-        source="standard" if standard else "entry point",
-        location=ep.value,
-        version=dist.version if dist else None,
-    )
+def _declarations(
+    plugin_eps: list[EntryPoint], declaration_eps: Iterable[EntryPoint], dists: _Dists
+) -> dict[int, list[Declaration]]:
+    """The declared task types of each plugin entry point (by ``id``).
+
+    A declaration belongs to the plugin of its own distribution whose module is the
+    declared module or a package holding it; or, failing that, to its distribution's
+    only plugin.
+    """
+    by_dist: dict[str, list[EntryPoint]] = {}
+    for ep in plugin_eps:
+        by_dist.setdefault(dists.name(ep), []).append(ep)
+    found: dict[int, list[Declaration]] = {}
+    for declaration in declaration_eps:
+        candidates = by_dist.get(dists.name(declaration), [])
+        module = declaration.module
+        owners = [
+            ep for ep in candidates if module == ep.module or module.startswith(ep.module + ".")
+        ]
+        owner = max(owners, key=lambda ep: len(ep.module)) if owners else None
+        if owner is None and len(candidates) == 1:
+            owner = candidates[0]
+        if owner is not None:
+            name = dists.info(owner).name
+            found.setdefault(id(owner), []).append(Declaration(declaration.name, module, name))
+    return found
+
+
+class _Dists:
+    """Each installed distribution's name and version, read once: every read of either
+    parses the distribution's whole METADATA file again."""
+
+    def __init__(self) -> None:
+        self._seen: dict[int, tuple[str, str | None]] = {}  # by id: the eps keep them alive
+
+    def facts(self, ep: EntryPoint) -> tuple[str, str | None]:
+        dist = ep.dist
+        if dist is None:
+            return "?", None
+        if id(dist) not in self._seen:
+            metadata = dist.metadata
+            self._seen[id(dist)] = (metadata["Name"], metadata["Version"])
+        return self._seen[id(dist)]
+
+    def name(self, ep: EntryPoint) -> str:
+        return self.facts(ep)[0]
+
+    def info(self, ep: EntryPoint) -> PluginInfo:
+        """How an installed plugin is named and described, before it is imported."""
+        name, version = self.facts(ep)
+        standard = name == "toilbox"
+        return PluginInfo(
+            name=ep.name if standard else f"{name}:{ep.name}",
+            source="standard" if standard else "entry point",
+            location=ep.value,
+            version=version,
+        )
 
 
 class _SourceOnlyLoader(importlib.machinery.SourceFileLoader):
@@ -384,49 +505,28 @@ def _drop_misspelt_hooks(pm: pluggy.PluginManager, infos: list[PluginInfo]) -> N
         return
 
 
-def _collect_task_types(pm: pluggy.PluginManager, infos: list[PluginInfo]) -> dict[str, TaskType]:
+def _collect_task_types(
+    pm: pluggy.PluginManager, infos: list[PluginInfo], task_types: TaskTypes, declaring: set[str]
+) -> None:
+    """Call the register_task_types hook of each plugin that does not declare its types."""
     by_name = {info.name: info for info in infos}
-    task_types: dict[str, TaskType] = {}
     for impl in pm.hook.register_task_types.get_hookimpls():  # registration order: first wins
         info = by_name[impl.plugin_name]
+        if impl.plugin_name in declaring:  # its declared modules register, when needed
+            continue
         if impl.wrapper or impl.hookwrapper:
             info.error = "register_task_types cannot be a wrapper: call register() in it"
             continue
-        declared: list[TaskType] = []
-
-        def register(
-            name: str,
-            fn: TaskFunction,
-            *,
-            params: type[BaseModel],
-            description: str | None = None,
-            _plugin: str = impl.plugin_name,
-            _declared: list[TaskType] = declared,
-        ) -> None:
-            if not TASK_TYPE_NAME.match(name):
-                raise ValueError(
-                    f'task type name "{name}" must be <check|cleanup|report>.<lower-case name>'
-                )
-            if not (isinstance(params, type) and issubclass(params, BaseModel)):
-                raise TypeError(f"{name}: params must be a pydantic BaseModel subclass")
-            if not callable(fn):
-                raise TypeError(f"{name}: fn must be callable")
-            if name in task_types:
-                raise ValueError(f"{name} is already registered by {task_types[name].plugin}")
-            doc = description or (fn.__doc__ or "").strip().splitlines()[:1]
-            text = doc if isinstance(doc, str) else (doc[0] if doc else "")
-            _declared.append(TaskType(name, fn, params, _plugin, text))
-
+        registrar = Registrar(impl.plugin_name, task_types.holder)
         try:
-            impl.function(**{arg: register for arg in impl.argnames if arg == "register"})
+            impl.function(**{arg: registrar for arg in impl.argnames if arg == "register"})
         except Exception as exc:
             info.error = _describe(exc)
             continue
-        for task_type in declared:
+        for task_type in registrar.declared:
             task_types[task_type.name] = task_type
             info.task_types.append(task_type.name)
             info.descriptions[task_type.name] = task_type.description
-    return task_types
 
 
 def _unknown_hook(pluggy_message: str) -> str:

@@ -26,8 +26,10 @@ Loc = tuple[str | int, ...]
 _STR_TAG = "tag:yaml.org,2002:str"
 _INT_TAG = "tag:yaml.org,2002:int"
 
-MAX_BYTES = 4 << 20  # 6x a 10,000-task config
-MAX_VALUES = 200_000  # keys and values, counted again each time an alias repeats them
+MAX_BYTES = 16 << 20  # 3x a 50,000-task config with parameters
+# Keys and values, counted again each time an alias repeats them: 50,000 tasks with
+# parameters are about 500,000.
+MAX_VALUES = 1_000_000
 MAX_DEPTH = 64
 MAX_INT_DIGITS = 20  # beyond 64 bits nothing in a config means anything
 
@@ -195,3 +197,11 @@ def line_of(positions: dict[Loc, int], loc: Loc) -> int | None:
         if loc[:end] in positions:
             return positions[loc[:end]]
     return None
+
+
+def located(path: Path, positions: dict[Loc, int], loc: Loc, message: str) -> str:
+    """``file:line: key.path: message``, the shape of every config error."""
+    line = line_of(positions, loc)
+    where = f"{path}:{line}" if line else str(path)
+    key = ".".join(str(part) for part in loc)
+    return f"{where}: {key}: {message}" if key else f"{where}: {message}"

@@ -6,13 +6,16 @@ import os
 import selectors
 import signal
 import subprocess
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 import toilbox
 from toilbox.units import ConfigPath, config_path
 from toilbox_checks.perfdata import parse_perfdata, split_output
+
+if TYPE_CHECKING:
+    from toilbox.tasktypes import RegisterTaskType
 
 CAPTURE_LIMIT = 64 * 1024
 """Bytes kept of stdout (its head: the summary) and of stderr (its tail: the error)."""
@@ -173,3 +176,8 @@ def _signal_name(number: int) -> str:
 
 def _one_line(text: str) -> str:
     return text if len(text) <= SUMMARY_LIMIT else text[: SUMMARY_LIMIT - 1] + "…"
+
+
+@toilbox.hookimpl
+def register_task_types(register: RegisterTaskType) -> None:
+    register("check.command", run, params=Params)

@@ -5,12 +5,15 @@ from __future__ import annotations
 import os
 import re
 from dataclasses import dataclass
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, PlainSerializer, PlainValidator, WithJsonSchema
 
 import toilbox
 from toilbox.units import ConfigPath, Percent, format_size, parse_percent, parse_size
+
+if TYPE_CHECKING:
+    from toilbox.tasktypes import RegisterTaskType
 
 _BARE_NUMBER = re.compile(r"^\s*\d+(?:\.\d+)?\s*$")
 
@@ -140,3 +143,7 @@ def _level(*, critical: bool, warning: bool) -> toilbox.Status:
 def _at_least(value: float, threshold: float | None) -> bool:
     return threshold is not None and value >= threshold
 
+
+@toilbox.hookimpl
+def register_task_types(register: RegisterTaskType) -> None:
+    register("check.disk", run, params=Params)

@@ -6,12 +6,16 @@ import glob
 import stat
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 import toilbox
 from toilbox.units import ConfigPath, ExplicitDuration, format_duration, format_size
 from toilbox_checks.levels import age, at_least, check_order, level
+
+if TYPE_CHECKING:
+    from toilbox.tasktypes import RegisterTaskType
 
 
 class Params(BaseModel):
@@ -80,3 +84,8 @@ def run(ctx: toilbox.TaskContext, params: Params) -> toilbox.Result:
     data = {"path": pattern, "newest": path, "modified": modified.isoformat(), "files": count}
     ctx.log.debug("file_age.measured", newest=path, age_s=seconds, size=size, files=count)
     return toilbox.Result(status, "; ".join([summary, *problems]), metrics, data)
+
+
+@toilbox.hookimpl
+def register_task_types(register: RegisterTaskType) -> None:
+    register("check.file-age", run, params=Params)

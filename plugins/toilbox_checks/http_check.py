@@ -31,6 +31,8 @@ from toilbox_checks.trust import system_trust
 if TYPE_CHECKING:
     import httpx
 
+    from toilbox.tasktypes import RegisterTaskType
+
 BODY_LIMIT = 1024 * 1024
 """Bytes of the body read (and searched by ``body_matches``); the rest is not downloaded."""
 
@@ -255,3 +257,8 @@ def _cause(exc: BaseException) -> str:
             return cause.strerror[:1].lower() + cause.strerror[1:]
         cause = cause.__cause__ or cause.__context__
     return str(exc) or type(exc).__name__
+
+
+@toilbox.hookimpl
+def register_task_types(register: RegisterTaskType) -> None:
+    register("check.http", run, params=Params)

@@ -17,6 +17,8 @@ from toilbox_checks.levels import Regex, at_least, level
 if TYPE_CHECKING:
     import psutil
 
+    from toilbox.tasktypes import RegisterTaskType
+
 PIDS_KEPT = 50
 """At most this many matched pids are kept in the run's data."""
 
@@ -166,3 +168,8 @@ def _matches(proc: psutil.Process, params: Params) -> bool:
 
 def _or_empty(value: int | None) -> str:
     return "" if value is None else str(value)
+
+
+@toilbox.hookimpl
+def register_task_types(register: RegisterTaskType) -> None:
+    register("check.process", run, params=Params)

@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import socket
 import time
+from typing import TYPE_CHECKING
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 import toilbox
 from toilbox.units import Duration
 from toilbox_checks.levels import at_least, check_order, endpoint, latency, level
+
+if TYPE_CHECKING:
+    from toilbox.tasktypes import RegisterTaskType
 
 
 class Params(BaseModel):
@@ -73,3 +77,8 @@ def connect_error(exc: OSError, timeout: float) -> str:
     if exc.strerror:
         return exc.strerror[:1].lower() + exc.strerror[1:]
     return str(exc) or type(exc).__name__
+
+
+@toilbox.hookimpl
+def register_task_types(register: RegisterTaskType) -> None:
+    register("check.tcp", run, params=Params)

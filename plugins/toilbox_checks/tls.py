@@ -23,6 +23,8 @@ from toilbox_checks.trust import system_trust
 if TYPE_CHECKING:
     from cryptography import x509
 
+    from toilbox.tasktypes import RegisterTaskType
+
 # OpenSSL's X509_V_ERR_ codes: HOSTNAME_MISMATCH, IP_ADDRESS_MISMATCH; CERT_NOT_YET_VALID,
 # CERT_HAS_EXPIRED.
 _NAME_ERRORS = (62, 64)
@@ -249,3 +251,8 @@ def _names_match(cert: x509.Certificate, server_name: str) -> bool:
             if label and rest == pattern[2:] and "." in rest:
                 return True
     return False
+
+
+@toilbox.hookimpl
+def register_task_types(register: RegisterTaskType) -> None:
+    register("check.tls", run, params=Params)

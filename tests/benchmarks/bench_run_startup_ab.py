@@ -1,4 +1,4 @@
-"""`toilbox run` of a no-op task: this tree against another one (a baseline), side by side.
+"""`toilbox run` of a check.disk task: this tree against another one (a baseline), side by side.
 
     git archive main | tar -x -C /tmp/baseline
     python tests/benchmarks/bench_run_startup_ab.py /tmp/baseline
@@ -13,30 +13,22 @@ import os
 import statistics
 import sys
 import tempfile
-import textwrap
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _common import wall
-from bench_run_startup import NOOP_PLUGIN
+from bench_run_startup import write_config
 
 RUNS = int(os.environ.get("BENCH_RUNS", "20"))
 HERE = Path(__file__).parents[2]
 
 
 def main(baseline: Path) -> None:
+    os.environ.pop("PYTHONDONTWRITEBYTECODE", None)  # each tree's bytecode is written once
+    load_before = os.getloadavg()[0]
     with tempfile.TemporaryDirectory() as tmp:
-        root = Path(tmp)
-        (root / "plugins.d").mkdir()
-        (root / "plugins.d" / "noop.py").write_text(NOOP_PLUGIN)
-        config = root / "toilbox.yaml"
-        config.write_text(textwrap.dedent(f"""
-            state_dir: {root / "state"}
-            plugin_dirs: [{root / "plugins.d"}]
-            tasks:
-              noop: {{uses: check.noop}}
-        """))
-        command = [sys.executable, "-m", "toilbox", "-c", str(config), "run", "noop"]
+        config = write_config(Path(tmp))
+        command = [sys.executable, "-m", "toilbox", "-c", str(config), "run", "disk"]
         trees = {"baseline": baseline.resolve(), "this tree": HERE}
         envs = {
             name: {**os.environ, "PYTHONPATH": f"{tree}{os.pathsep}{tree / 'plugins'}"}
@@ -44,11 +36,13 @@ def main(baseline: Path) -> None:
         }
         samples: dict[str, list[float]] = {name: [] for name in trees}
         for name in trees:
-            wall(command, env=envs[name])  # warm the page cache and create the store
+            wall(command, env=envs[name], cwd=tmp)  # warm the page cache, create the store
         for _ in range(RUNS):
             for name in trees:
-                samples[name].append(wall(command, env=envs[name]))
-    print(f"runs: {RUNS} each, alternating; python {sys.version.split()[0]}")
+                # cwd: `python -m` puts it first on sys.path, before PYTHONPATH's tree
+                samples[name].append(wall(command, env=envs[name], cwd=tmp))
+    print(f"runs: {RUNS} each, alternating; python {sys.version.split()[0]}; load average "
+          f"{load_before:.1f} at the start, {os.getloadavg()[0]:.1f} at the end")
     print(f"{'tree':<12} {'median':>9} {'min':>9} {'max':>9}")
     for name, values in samples.items():
         print(f"{name:<12} {statistics.median(values) * 1000:>7.1f}ms "
