@@ -11,7 +11,6 @@ import pytest
 
 import toilbox
 from toilbox import Metric, Status
-from toilbox.models import RunRecord
 from toilbox.result import Result, describe_range
 from toilbox_checks.perfdata import parse_perfdata
 
@@ -123,10 +122,9 @@ def test_a_report_outage_is_as_bad_as_its_worst_state_in_the_nagios_order():
 
     start = datetime(2030, 1, 1, tzinfo=UTC)
 
-    def finished(hour: int, status: str) -> RunRecord:
-        at = (start + timedelta(hours=hour)).isoformat()
-        return RunRecord(run_id=f"r{hour}", task="web", task_type="check.http", status=status,
-                         trigger="schedule", started_at=at, finished_at=at, hostname="h", pid=1)
+    def finished(hour: int, status: str) -> tuple[str, str]:
+        """A change of state as the store gives it: when the run ended, its status."""
+        return ((start + timedelta(hours=hour)).isoformat(), status)
 
     runs = [finished(1, "critical"), finished(2, "unknown"), finished(3, "warning"),
             finished(4, "ok")]
