@@ -318,6 +318,23 @@ def test_a_task_lease_taken_after_it_lapsed_ends_the_old_holders_run(backend, ho
     assert two.get("here").status == "running", "nor a host run of the same task"
 
 
+def test_our_own_lapsed_lease_taken_again_leaves_our_run_to_us(backend):
+    """The store was away as our run ended: its end waits to be written, and our lease
+    lapsed meanwhile.  Our next claim must not write that run off: the late end lands."""
+    import time
+
+    one = backend.open()
+    past = utc_iso(datetime.now(UTC) - timedelta(seconds=10))
+    assert one.claim_fleet_slot("t", past, "s", lease(one, slot=past), 0.3).outcome is Claim.WON
+    one.start_run(run("ours", scope="fleet", scheduled_for=past, started_at=now_iso()))
+    time.sleep(0.5)
+    now = utc_iso(datetime.now(UTC) - timedelta(seconds=1))
+    assert one.claim_fleet_slot("t", now, "s", lease(one, slot=now), 30).outcome is Claim.WON
+    assert one.get("ours").status == "running"
+    assert one.finish_run(finished(run("ours"), status="critical")) is True
+    assert one.get("ours").status == "critical"
+
+
 def test_hosts_say_who_is_alive_and_what_they_ran(store):
     host = HostInfo("h1", "machine", "0.1.0", "abc", now_iso(), now_iso(), True)
     store.heartbeat(host)

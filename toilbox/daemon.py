@@ -74,9 +74,15 @@ def preloads(app: App) -> list[Callable[[], None]]:
 
 
 def _run_all(loaders: list[Callable[[], None]]) -> Callable[[], None]:
+    """One preload of them all, each on its own: one that fails skips no other."""
+
     def preload() -> None:
         for loader in loaders:
-            loader()
+            try:
+                loader()
+            except Exception as exc:
+                log.warning("zygote.preload_failed", preload=getattr(loader, "__qualname__", "?"),
+                            error=f"{type(exc).__name__}: {exc}")
 
     return preload
 

@@ -22,7 +22,7 @@ from tenacity import (
 )
 
 from toilbox.errors import RunFenced, StateError
-from toilbox.isolation import Outcome, run_attempt
+from toilbox.isolation import KILL_GRACE_S, REAPER_MARGIN_S, Outcome, run_attempt
 from toilbox.log import redact
 from toilbox.models import RUNNING, AttemptSpec, RunRecord, now_iso, utc_iso
 from toilbox.store import Store
@@ -148,14 +148,21 @@ def _record_finish(
         return True
 
 
+PING_TIMEOUT_S = 10
+
+
 def _lock_lease(app: App, task: Task) -> float:
     """How long a fleet task's lock lasts unless renewed: a daemon renews it, so the
-    fleet's lease; a one-shot run does not, so every attempt's timeout and backoff, and
-    a minute to spare."""
+    fleet's lease; a one-shot run does not, so the longest the run can take (every
+    attempt timing out and killed, every wait at its longest with its jitter, both
+    pings), and a minute to spare: a lease that lapsed under a live run would let the
+    next claim write it off."""
     if app.pooled:
         return app.config.fleet.lease
     retry = task.retry
-    return task.timeout * retry.attempts + retry.max_backoff * retry.attempts + 60.0
+    attempt = task.timeout + KILL_GRACE_S + REAPER_MARGIN_S
+    wait = retry.max_backoff + min(retry.backoff, retry.max_backoff)
+    return attempt * retry.attempts + wait * (retry.attempts - 1) + 2 * PING_TIMEOUT_S + 60.0
 
 
 def _ping(url: str | None, suffix: str, record: RunRecord) -> None:
@@ -178,7 +185,7 @@ def _ping(url: str | None, suffix: str, record: RunRecord) -> None:
     target = parts._replace(path=parts.path.rstrip("/") + suffix, query=query).geturl()
     body = b"" if suffix == "/start" else record.summary.encode()[:100_000]
     try:
-        urllib.request.urlopen(target, data=body, timeout=10).close()  # noqa: S310 -- configured
+        urllib.request.urlopen(target, data=body, timeout=PING_TIMEOUT_S).close()  # noqa: S310 -- configured
     except Exception as exc:
         log.warning("ping.failed", url=redact(target), error=str(exc))
 

@@ -143,13 +143,18 @@ class Upkeep:
         store = self.daemon.app.store()
         while self._pending:
             kind, record = self._pending[0]
+            written = True
             if kind == "finish":
-                store.finish_run(record)
+                written = store.finish_run(record)
             else:
                 store.record(record)
             self._pending.popleft()
-            log.info("run.recorded_late", run_id=record.run_id, task=record.task,
-                     status=record.status)
+            if written:
+                log.info("run.recorded_late", run_id=record.run_id, task=record.task,
+                         status=record.status)
+            else:  # another daemon took the task over meanwhile, and said so in the record
+                log.warning("run.fenced_late", run_id=record.run_id, task=record.task,
+                            status=record.status)
 
     def _due(self, what: str, every: float) -> bool:
         now = time.monotonic()

@@ -265,9 +265,11 @@ WITH claimed AS (
     WHERE leases.lease_until < now()
     RETURNING task, holder
 ), lapsed AS (
-    -- Read from the statement's snapshot: the lease as it was before this claim.
+    -- Read from the statement's snapshot: the lease as it was before this claim.  Our
+    -- own lapsed lease is left out: its run may have ended with its end not yet written
+    -- (the store was away); the upkeep writes it, then tidies what is left.
     SELECT task, holder FROM leases
-    WHERE name = 'task:' || %(task)s AND lease_until < now()
+    WHERE name = 'task:' || %(task)s AND lease_until < now() AND owner <> %(owner)s
 ), orphaned AS (
     -- A lapsed lease taken before any sweep took it over: the old holder's run has
     -- nobody left to end it.
@@ -314,6 +316,7 @@ WITH wanted AS (
 ), lapsed AS (
     SELECT task, holder FROM leases
     WHERE name IN (SELECT 'task:' || task FROM wanted) AND lease_until < now()
+      AND owner <> %(owner)s
 ), orphaned AS (
     -- As in claim_fleet_slot: the old holders' runs of lapsed leases taken here end.
     UPDATE runs SET status = 'unknown', finished_at = now(), summary = o.message,
@@ -367,6 +370,7 @@ WITH taken AS (
 ), lapsed AS (
     SELECT name, holder FROM leases
     WHERE name = %(name)s AND name LIKE 'task:%%' AND lease_until < now()
+      AND owner <> %(owner)s
 ), orphaned AS (
     UPDATE runs SET status = 'unknown', finished_at = now(), summary = o.message,
                     error = jsonb_build_object('type', 'abandoned', 'message', o.message)

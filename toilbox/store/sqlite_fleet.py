@@ -132,8 +132,9 @@ class SqliteFleet:
         return True
 
     def _end_orphans(self, db: sqlite3.Connection, lease: Lease, old_holder: str) -> None:
-        """A task's lease taken after it lapsed, before a sweep took it over: whatever
-        fleet run of the task is still shown running has nobody left to end it."""
+        """Another owner's lease on a task, taken after it lapsed and before a sweep took
+        it over: whatever fleet run of the task is still shown running has nobody left to
+        end it.  (Our own is left out: its end may be waiting to be written.)"""
         message = (f"abandoned: {old_holder} stopped renewing its lease; a later slot was"
                    f" claimed by {lease.holder}")
         error = json.dumps({"type": "abandoned", "message": message})

@@ -384,7 +384,9 @@ ORDER BY scheduled_for DESC
 LIMIT 1
 """
 
-LAPSED_LEASE_HOLDER = "SELECT holder FROM leases WHERE name = :name AND lease_until < :now"
+LAPSED_LEASE_HOLDER = """
+SELECT holder FROM leases WHERE name = :name AND lease_until < :now AND owner <> :owner
+"""
 
 # Taken when free or expired; a live lease, ours included, is not taken again.
 TAKE_LEASE = """
