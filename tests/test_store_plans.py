@@ -124,7 +124,8 @@ PG_EXPECTED = {
     "window_followups": "runs_followups",
     "window_task_names": "runs_",
     "history": "runs_",
-    "last_run": "runs_",
+    "last_runs": "runs_",
+    "last_successes": "runs_",
 }
 
 

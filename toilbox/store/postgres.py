@@ -234,22 +234,12 @@ class PostgresStore(PostgresFleet, PostgresHistory):
         return [_from_row(row) for row in rows]
 
     def last_runs(self, tasks: list[str], host: str | None = None) -> dict[str, RunRecord]:
-        out = {}
-        with self._conn() as conn:
-            for task in tasks:
-                row = conn.execute(Q["last_run"], {"task": task, "host": host}).fetchone()
-                if row:
-                    out[task] = _from_row(row)
-        return out
+        rows = self._all("last_runs", {"tasks": tasks, "host": host})
+        return {row["task"]: _from_row(row) for row in rows}
 
     def last_success_times(self, tasks: list[str]) -> dict[str, str]:
-        out = {}
-        with self._conn() as conn:
-            for task in tasks:
-                row = conn.execute(Q["last_success"], {"task": task}).fetchone()
-                if row and row["finished_at"]:
-                    out[task] = utc_iso(row["finished_at"])
-        return out
+        rows = self._all("last_successes", {"tasks": tasks})
+        return {row["task"]: utc_iso(row["finished_at"]) for row in rows if row["finished_at"]}
 
     def children(self, run_id: str) -> list[RunRecord]:
         return [_from_row(row) for row in self._all("children", {"run_id": run_id})]

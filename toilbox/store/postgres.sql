@@ -181,18 +181,26 @@ WHERE %(host)s::text IS NULL OR host = %(host)s
 ORDER BY started_at DESC, run_id DESC
 LIMIT %(limit)s;
 
--- name: last_run
-SELECT * FROM runs
-WHERE task = %(task)s AND status NOT IN ('skipped', 'missed')
-  AND (%(host)s::text IS NULL OR host = %(host)s)
-ORDER BY started_at DESC, run_id DESC
-LIMIT 1;
+-- name: last_runs
+-- Each task's newest run: one index probe per task, all in one round trip (a daemon
+-- starting with 10,000 tasks asked 10,000 times).
+SELECT r.* FROM unnest(%(tasks)s::text[]) AS t(task)
+CROSS JOIN LATERAL (
+    SELECT * FROM runs
+    WHERE runs.task = t.task AND status NOT IN ('skipped', 'missed')
+      AND (%(host)s::text IS NULL OR host = %(host)s)
+    ORDER BY started_at DESC, run_id DESC
+    LIMIT 1
+) AS r;
 
--- name: last_success
-SELECT finished_at FROM runs
-WHERE task = %(task)s AND status = 'ok'
-ORDER BY started_at DESC
-LIMIT 1;
+-- name: last_successes
+SELECT t.task, s.finished_at FROM unnest(%(tasks)s::text[]) AS t(task)
+CROSS JOIN LATERAL (
+    SELECT finished_at FROM runs
+    WHERE runs.task = t.task AND status = 'ok'
+    ORDER BY started_at DESC
+    LIMIT 1
+) AS s;
 
 -- name: children
 SELECT * FROM runs WHERE parent_run_id = %(run_id)s ORDER BY started_at, run_id;
