@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
 import resource
 import shutil
 import statistics
@@ -44,9 +43,10 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from _common import write_docs  # this script's directory is on sys.path
+
 DAY = 86400
 PER_DIR = 20
-BEGIN, END = "<!-- bench_cleanup:begin -->", "<!-- bench_cleanup:end -->"
 # Issue 14's "on disk at most 1.0x" is read as the delete (its figure, 0.86x, was one); a
 # scan on disk reads a tree the page cache holds, so it keeps the scan goal.
 GOALS = {("tmpfs", "scan"): 1.5, ("tmpfs", "delete"): 1.25, ("disk", "scan"): 1.5,
@@ -318,20 +318,6 @@ def growth_sentence(rows: list[dict[str, float]]) -> str:
             "start-up is spread over more files.")
 
 
-def write_docs(path: Path, section: str) -> None:
-    text = path.read_text() if path.exists() else (
-        "# Performance\n\nHow toilbox's costs grow, as measured by the scripts in "
-        "`tests/benchmarks/` (each writes its own section between its markers).\n")
-    block = f"{BEGIN}\n{section}\n{END}"
-    if BEGIN in text and END in text:
-        text = re.sub(re.escape(BEGIN) + ".*?" + re.escape(END), lambda _: block, text,
-                      flags=re.S)
-    else:
-        text = text.rstrip("\n") + "\n\n## Cleanups\n\n" + block + "\n"
-    path.write_text(text)
-    print(f"wrote the cleanup rows to {path}")
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--base", action="append", help="where to build trees (repeatable)")
@@ -357,7 +343,7 @@ def main() -> None:
         section = scaling_markdown(rows, bases[0])
         print("\n" + section)
         if args.write_docs:
-            write_docs(args.write_docs, section)
+            write_docs(args.write_docs, "bench_cleanup", "Cleanups", section)
         return
     files = tree_size(args.files)
     for base in bases:

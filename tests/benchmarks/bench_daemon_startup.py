@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
 import shutil
 import socket
 import statistics
@@ -27,7 +26,8 @@ import textwrap
 import time
 from pathlib import Path
 
-BEGIN, END = "<!-- bench_daemon_startup:begin -->", "<!-- bench_daemon_startup:end -->"
+from _common import write_docs  # this script's directory is on sys.path
+
 TICK = os.sysconf("SC_CLK_TCK")
 
 
@@ -172,20 +172,6 @@ def markdown(rows: list[dict[str, float]], runs: int) -> str:
     return "\n".join(lines)
 
 
-def write_docs(path: Path, section: str) -> None:
-    text = path.read_text() if path.exists() else (
-        "# Performance\n\nHow toilbox's costs grow, as measured by the scripts in "
-        "`tests/benchmarks/` (each writes its own section between its markers).\n")
-    block = f"{BEGIN}\n{section}\n{END}"
-    if BEGIN in text and END in text:
-        text = re.sub(re.escape(BEGIN) + ".*?" + re.escape(END), lambda _: block, text,
-                      flags=re.S)
-    else:
-        text = text.rstrip("\n") + "\n\n## Daemon start-up\n\n" + block + "\n"
-    path.write_text(text)
-    print(f"wrote the daemon start-up rows to {path}")
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="1000,10000,50000")
@@ -200,7 +186,7 @@ def main() -> None:
     section = markdown(rows, args.runs)
     print("\n" + section)
     if args.write_docs:
-        write_docs(args.write_docs, section)
+        write_docs(args.write_docs, "bench_daemon_startup", "Daemon start-up", section)
 
 
 if __name__ == "__main__":

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
 import resource
 import statistics
 import subprocess
@@ -29,12 +28,13 @@ import sys
 import time
 from pathlib import Path
 
+from _common import write_docs  # this script's directory is on sys.path
+
 sys.path.insert(0, str(Path(__file__).parent))
 import history_store
 from bench_run_startup import NOOP_PLUGIN as NOOP
 
 ROOT = Path("/tmp/toilbox-bench-history")
-BEGIN, END = "<!-- bench_history:begin -->", "<!-- bench_history:end -->"
 COMMANDS = {
     "list": ["list"],
     "history TASK --limit 20": ["history", "t7", "--limit", "20"],
@@ -202,20 +202,6 @@ def table(figures: tuple[Figures, Figures, Figures, Figures], backends: list[str
     return "\n".join([*lines, "", " ".join(sentences)])
 
 
-def write_docs(path: Path, section: str) -> None:
-    text = path.read_text() if path.exists() else (
-        "# Performance\n\nHow toilbox's costs grow, as measured by the scripts in "
-        "`tests/benchmarks/` (each writes its own section between its markers).\n")
-    block = f"{BEGIN}\n{section}\n{END}"
-    if BEGIN in text and END in text:
-        text = re.sub(re.escape(BEGIN) + ".*?" + re.escape(END), lambda _: block, text,
-                      flags=re.S)
-    else:
-        text = text.rstrip("\n") + "\n\n## Reading history\n\n" + block + "\n"
-    path.write_text(text)
-    print(f"wrote the history rows to {path}")
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="1000,10000,100000,1000000")
@@ -243,7 +229,7 @@ def main() -> None:
         print(f"{backend}: report --window 7d at {sizes[-1]:,} runs: {seven:.2f} s"
               f" ({'met' if seven < SEVEN_DAYS_S else 'missed'}: goal < {SEVEN_DAYS_S:.0f} s)")
     if args.write_docs:
-        write_docs(args.write_docs, section)
+        write_docs(args.write_docs, "bench_history", "Reading history", section)
 
 
 if __name__ == "__main__":

@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import statistics
 import subprocess
 import sys
@@ -38,10 +37,9 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import percentile
+from _common import percentile, write_docs
 
 TICK = os.sysconf("SC_CLK_TCK")
-BEGIN, END = "<!-- bench_run_cost:begin -->", "<!-- bench_run_cost:end -->"
 
 NOOP_PLUGIN = '''
 import time
@@ -422,20 +420,6 @@ def report(results: dict[str, list[dict[str, Any]]], args: argparse.Namespace,
     return "\n".join(lines)
 
 
-def write_docs(path: Path, section: str) -> None:
-    text = path.read_text() if path.exists() else (
-        "# Performance\n\nHow toilbox's costs grow, as measured by the scripts in "
-        "`tests/benchmarks/` (each writes its own section between its markers).\n")
-    block = f"{BEGIN}\n{section}\n{END}"
-    if BEGIN in text and END in text:
-        text = re.sub(re.escape(BEGIN) + ".*?" + re.escape(END), lambda _: block, text,
-                      flags=re.S)
-    else:
-        text = text.rstrip("\n") + "\n\n## The daemon's cost per run\n\n" + block + "\n"
-    path.write_text(text)
-    print(f"wrote the run-cost figures to {path}")
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--fires", type=int, default=1000)
@@ -493,7 +477,7 @@ def main() -> None:
     section = report(results, args, (start_load, os.getloadavg()[0]))
     print("\n" + section)
     if args.write_docs:
-        write_docs(args.write_docs, section)
+        write_docs(args.write_docs, "bench_run_cost", "The daemon's cost per run", section)
 
 
 if __name__ == "__main__":

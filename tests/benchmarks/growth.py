@@ -20,7 +20,8 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-BEGIN, END = "<!-- growth:begin -->", "<!-- growth:end -->"
+from _common import write_docs  # this script's directory is on sys.path
+
 SVG_NAME = "performance-growth.svg"
 
 
@@ -202,13 +203,7 @@ def main() -> None:
     body = section(found)
     sys.stdout.write(body + "\n")
     if args.write_docs:
-        block = f"{BEGIN}\n{body}\n{END}"
-        if BEGIN in text:
-            text = re.sub(re.escape(BEGIN) + ".*?" + re.escape(END), lambda _: block, text,
-                          flags=re.DOTALL)
-        else:
-            text = text.rstrip() + f"\n\n## How cost grows\n\n{block}\n"
-        path.write_text(text)
+        write_docs(path, "growth", "How cost grows", body)
         path.with_name(SVG_NAME).write_text(svg(found))
 
 
