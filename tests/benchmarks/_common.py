@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import os
 import re
+import socket
 import statistics
 import subprocess
+import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -48,3 +51,45 @@ def write_docs(path: Path, marker: str, heading: str, section: str) -> None:
         text = text.rstrip("\n") + f"\n\n## {heading}\n\n{block}\n"
     path.write_text(text)
     print(f"wrote the {marker} section of {path}")
+
+
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+def rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return 0
+
+
+def stat_cpu_s(pid: int) -> float:
+    """User + system time of the whole process, its ended threads included."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / TICK  # utime, stime
+
+
+def daemon_to_ready(root: Path, config: Path) -> dict[str, float]:
+    """Start `toilbox daemon`, wait for READY=1, measure, stop it."""
+    sock_path = root / "notify.sock"
+    sock_path.unlink(missing_ok=True)
+    receiver = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    receiver.bind(str(sock_path))
+    receiver.settimeout(600)
+    toilbox_bin = str(Path(sys.executable).parent / "toilbox")
+    env = {**os.environ, "NOTIFY_SOCKET": str(sock_path)}
+    started = time.perf_counter()
+    process = subprocess.Popen([toilbox_bin, "-c", str(config), "daemon"], env=env,
+                               stderr=subprocess.DEVNULL)
+    try:
+        while not receiver.recv(4096).startswith(b"READY=1"):
+            pass
+        ready = time.perf_counter() - started
+        children = Path(f"/proc/{process.pid}/task/{process.pid}/children").read_text().split()
+        zygote = rss_kib(int(children[0])) if children else 0
+        return {"ready": ready, "cpu": stat_cpu_s(process.pid), "rss": rss_kib(process.pid),
+                "zygote": zygote}
+    finally:
+        process.terminate()
+        process.wait(timeout=120)
+        receiver.close()

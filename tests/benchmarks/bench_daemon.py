@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -29,7 +28,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import percentile
+from _common import daemon_to_ready, percentile, rss_kib
 
 NOOP_PLUGIN = '''
 from pydantic import BaseModel
@@ -49,13 +48,6 @@ def noop(ctx, params):
 def register_task_types(register):
     register("check.noop", noop, params=Params)
 '''
-
-
-def rss_kib(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    return 0
 
 
 def cpu_s(pid: int) -> float:
@@ -185,32 +177,10 @@ def bench_startup(count: int = 10_000) -> None:
     print(f"  {'bare APScheduler, interval jobs':<44} {float(took):6.2f} s   RSS {int(rss) / 1024:6.1f} MiB")
     tasks = "".join(f"  t{i}: {{uses: check.noop, schedule: every 1h}}\n" for i in range(count))
     root, config = workspace(tasks)
-    ready_s, rss_daemon, rss_zygote = _daemon_to_ready(root, config)
-    print(f"  {'toilbox daemon (YAML + validation included)':<44} {ready_s:6.2f} s   RSS "
-          f"{rss_daemon / 1024:6.1f} MiB (+ zygote {rss_zygote / 1024:.1f} MiB, shared pages)")
-
-
-def _daemon_to_ready(root: Path, config: Path) -> tuple[float, int, int]:
-    sock_path = root / "notify.sock"
-    receiver = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-    receiver.bind(str(sock_path))
-    receiver.settimeout(60)
-    toilbox_bin = str(Path(sys.executable).parent / "toilbox")
-    env = {**os.environ, "NOTIFY_SOCKET": str(sock_path)}
-    started = time.perf_counter()
-    process = subprocess.Popen([toilbox_bin, "-c", str(config), "daemon"], env=env,
-                               stderr=subprocess.DEVNULL)
-    try:
-        while not receiver.recv(4096).startswith(b"READY=1"):
-            pass
-        ready = time.perf_counter() - started
-        children = Path(f"/proc/{process.pid}/task/{process.pid}/children").read_text().split()
-        zygote = rss_kib(int(children[0])) if children else 0
-        return ready, rss_kib(process.pid), zygote
-    finally:
-        process.terminate()
-        process.wait(timeout=60)
-        receiver.close()
+    ready = daemon_to_ready(root, config)
+    print(f"  {'toilbox daemon (YAML + validation included)':<44} {ready['ready']:6.2f} s   RSS "
+          f"{ready['rss'] / 1024:6.1f} MiB (+ zygote {ready['zygote'] / 1024:.1f} MiB, shared"
+          " pages)")
 
 
 # -- idle ---------------------------------------------------------------------------
