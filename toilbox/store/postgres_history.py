@@ -5,12 +5,19 @@ postgres_history.sql.  Mixed into ``PostgresStore``, which gives ``_conn``."""
 from __future__ import annotations
 
 from contextlib import AbstractContextManager
-from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from toilbox.models import RunRecord, utc_iso
 from toilbox.store import sqlfile
-from toilbox.store.window import MAX_POINTS, NOT_RUNS, Freed, LastRun, Point, TaskWindow
+from toilbox.store.window import (
+    MAX_POINTS,
+    NOT_RUNS,
+    Freed,
+    LastRun,
+    Point,
+    TaskWindow,
+    slicing,
+)
 
 if TYPE_CHECKING:
     import psycopg
@@ -102,9 +109,7 @@ class PostgresHistory:
         host: str | None = None,
         most: int = MAX_POINTS,
     ) -> dict[str, list[Point]]:
-        span = datetime.fromisoformat(until) - datetime.fromisoformat(since)
-        args = self._args(since, until, tasks, host) | {
-            "most": most, "span_ms": max(1, round(span.total_seconds() * 1000))}
+        args = self._args(since, until, tasks, host) | slicing(since, until, most)
         out: dict[str, list[Point]] = {}
         for row in self._rows("window_points", args):
             out.setdefault(row["task"], []).append(Point(

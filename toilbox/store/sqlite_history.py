@@ -19,7 +19,7 @@ from typing import Any
 
 from toilbox.models import RunRecord
 from toilbox.store.sqlite_sql import FREED_BYTES, FREED_DAY, FREED_FILES, FREED_RUNS
-from toilbox.store.window import MAX_POINTS, Freed, LastRun, Point, TaskWindow
+from toilbox.store.window import MAX_POINTS, Freed, LastRun, Point, TaskWindow, slicing
 
 # The window's tasks, a JSON array (json_each), and the optional host.
 _IN_WINDOW = """task IN (SELECT value FROM json_each(:tasks))
@@ -240,11 +240,7 @@ class SqliteHistory:
         host: str | None = None,
         most: int = MAX_POINTS,
     ) -> dict[str, list[Point]]:
-        from datetime import datetime
-
-        span = datetime.fromisoformat(until) - datetime.fromisoformat(since)
-        args = self._args(since, until, tasks, host) | {
-            "most": most, "span_ms": max(1, round(span.total_seconds() * 1000))}
+        args = self._args(since, until, tasks, host) | slicing(since, until, most)
         out: dict[str, list[Point]] = {}
         for row in self._query(POINTS, args):
             out.setdefault(row[0], []).append(Point(*tuple(row)[1:5]))

@@ -5,6 +5,7 @@ in its database."""
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import NamedTuple
 
 # Statuses that are not a finished run: they count in a task's statuses, not in its runs.
@@ -13,6 +14,13 @@ FAILED = ("critical", "unknown")
 # A task with more finished runs than this in a window is drawn from one run per slice
 # (its worst): the widest chart of the report is narrower than that many marks.
 MAX_POINTS = 120
+
+
+def slicing(since: str, until: str, most: int) -> dict[str, int]:
+    """The chart points' query arguments: at most ``most`` slices of the window, each
+    ``span_ms`` of the whole span long (both backends slice alike)."""
+    span = datetime.fromisoformat(until) - datetime.fromisoformat(since)
+    return {"most": most, "span_ms": max(1, round(span.total_seconds() * 1000))}
 
 
 class LastRun(NamedTuple):
