@@ -69,6 +69,8 @@ def test_perfdata_quotes_labels_and_writes_plain_numbers():
     assert Metric(1e10, "B").perfdata("free") == "'free'=10000000000B"
     assert Metric(1, warn=2, crit=3).perfdata("it's") == "'it_s'=1;2;3"
     assert Metric(2, "GiB", warn="1:").perfdata("x") == "'x'=2147483648B;1073741824:"
+    # A label cannot end the line or start perfdata of its own in what Nagios reads.
+    assert Metric(1).perfdata("a\nCRITICAL x|y") == "'a_CRITICAL x_y'=1"
 
 
 def test_a_plugins_perfdata_is_what_toilbox_run_prints(toilbox_run, tmp_path):

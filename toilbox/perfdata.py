@@ -48,7 +48,10 @@ def item(label: str, metric: dict[str, Any]) -> str:
     ]
     while fields[-1] == "":
         fields.pop()
-    name = re.sub("['=]", "_", str(label))  # the two characters a label may not hold
+    # The two characters a label may not hold, and what would end the line or the
+    # perfdata under a plugin's label: a line break would start a line of its own in
+    # Nagios' output, a "|" perfdata of its own.
+    name = re.sub(r"['=|\x00-\x1f\x7f]", "_", str(label))
     return f"'{name}'={';'.join(fields)}"
 
 

@@ -39,7 +39,7 @@ def run_result(record: RunRecord) -> str:
     ]
     lines.extend(f"  {line}" for line in record.details.splitlines())
     for label, metric in record.metrics.items():
-        lines.append(f"  {label} = {_metric(metric)}")
+        lines.append(f"  {_text(label, one_line=True)} = {_metric(metric)}")
     if record.error:
         lines.append(f"  error ({record.error['type']}): {record.error['message']}")
         if record.output.strip():
